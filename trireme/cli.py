@@ -1,0 +1,113 @@
+"""The ``trireme`` command: one entry point for everything a user runs.
+
+Subcommands are grouped by what they act on; ``devcluster`` runs the local
+cluster. Later parts of Trireme (the operator, benchmarks, CRD generation) add
+their own subcommands here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+
+def _devcluster_up(args: argparse.Namespace) -> int:
+    from trireme.devcluster.cluster import ClusterSettings, LocalCluster
+    from trireme.devcluster.kubelet import KubeletSettings
+    from trireme.devcluster.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+    except (ProfileError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = ClusterSettings(
+        profile=profile, host=args.host, port=args.port, kubeconfig=Path(args.kubeconfig).resolve(),
+        state_file=Path(args.state_file).resolve() if args.state_file else None,
+        work_dir=Path(args.work_dir).resolve() if args.work_dir else None,
+        prometheus=not args.no_prometheus,
+        kubelet=KubeletSettings(mode=args.kubelet, simulated_start_delay_s=args.start_delay))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with LocalCluster(settings) as cluster:
+            nodes = list(cluster.store.items(("", "nodes")))
+            gpus = sum(int(n["status"]["capacity"].get("nvidia.com/gpu", 0)) for n in nodes)
+            print(f"local cluster up: API server {cluster.url}")
+            print(f"  kubeconfig   {cluster.kubeconfig_path}   (export KUBECONFIG={cluster.kubeconfig_path})")
+            print(f"  nodes        {len(nodes)} with {gpus} GPUs, kubelet in {args.kubelet} mode")
+            if cluster.prometheus_url:
+                print(f"  prometheus   {cluster.prometheus_url}")
+            else:
+                print(f"  prometheus   not running: {cluster.prometheus_problem}")
+            if settings.state_file:
+                print(f"  state        {settings.state_file}")
+            print(f"  work dir     {cluster.work_dir}")
+            print("Ctrl-C stops everything it started.", flush=True)
+            await stop.wait()
+            print("stopping...", flush=True)
+        print("stopped.")
+
+    asyncio.run(run())
+    return 0
+
+
+def _devcluster_profile_from_openb(args: argparse.Namespace) -> int:
+    from trireme.devcluster.profile import write_openb_profile
+
+    try:
+        profile = write_openb_profile(args.csv, args.output)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {profile.node_count} nodes, {profile.gpu_count} GPUs in {len(profile.pools)} pools")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trireme", description="Run NVIDIA Triton fleets on Kubernetes GPU clusters.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("devcluster", help="the local cluster: API server, GPU nodes, kubelet, Prometheus")
+    dev_commands = dev.add_subparsers(dest="devcluster_command", required=True)
+    up = dev_commands.add_parser("up", help="start the local cluster in the foreground (Ctrl-C stops it)")
+    up.add_argument("--profile", help="node pools (YAML), e.g. examples/clusters/dgx-2x8.yaml")
+    up.add_argument("--kubeconfig", default="./kubeconfig", help="where to write the kubeconfig (default ./kubeconfig)")
+    up.add_argument("--host", default="127.0.0.1", help="API server address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
+    up.add_argument("--state-file", help="keep objects in this file across restarts of the local cluster")
+    up.add_argument("--work-dir", help="logs and Prometheus data (default: a temporary directory)")
+    up.add_argument("--kubelet", choices=("process", "simulated"), default="process",
+                    help="process: Triton pods run real tritonserver processes; simulated: no processes")
+    up.add_argument("--start-delay", type=float, default=0.5,
+                    help="seconds until a pod without a process is Running (default 0.5)")
+    up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    up.set_defaults(func=_devcluster_up)
+
+    openb = dev_commands.add_parser("profile-from-openb", help="write a node profile from the openb node list CSV")
+    openb.add_argument("csv", help="openb_node_list_gpu_node.csv")
+    openb.add_argument("-o", "--output", required=True, help="profile YAML to write")
+    openb.set_defaults(func=_devcluster_profile_from_openb)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(args.func(args))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
