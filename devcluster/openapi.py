@@ -455,9 +455,10 @@ def _resolve(resource: ResourceDoc) -> _Kind:
 
 @dataclass(frozen=True)
 class _Subresource:
-    """How a subresource is published: its methods, body kind and extra parameters."""
+    """How a subresource is published: its methods and the kind of its body."""
 
     methods: tuple[str, ...]
+    """HTTP methods; ``log`` is a GET answered in plain text."""
     definition: str | None = None
     """The body's built-in definition; None: the parent kind."""
     gvk: tuple[str, str, str] | None = None
@@ -470,7 +471,7 @@ _SUBRESOURCES: dict[str, _Subresource] = {
     "binding": _Subresource(("post",), "io.k8s.api.core.v1.Binding", ("", "v1", "Binding")),
     "eviction": _Subresource(("post",), "io.k8s.api.policy.v1.Eviction", ("policy", "v1", "Eviction")),
     "finalize": _Subresource(("put",)),
-    "log": _Subresource(("get",)),
+    "log": _Subresource(("log",)),
 }
 _STATUS_LIKE = _SUBRESOURCES["status"]
 
@@ -543,10 +544,9 @@ def _subresource_operations(kind: _Kind, name: str, ops: _OperationFactory,
            else kind.resource.gvk)
     suffix = name[:1].upper() + name[1:]
     what = f"{name} of the specified {kind.resource.kind}"
-    if name == "log":
-        return [ops.make("get", "get", "read", f"read {what}", suffix=suffix, query=_LOG, response=None,
-                         produces=(TEXT,))]
     builders = {
+        "log": lambda: ops.make("get", "get", "read", f"read {what}", suffix=suffix, query=_LOG, response=None,
+                                produces=(TEXT,)),
         "get": lambda: ops.make("get", "get", "read", f"read {what}", suffix=suffix, gvk=gvk, response=body),
         "put": lambda: ops.make("put", "put", "replace", f"replace {what}", suffix=suffix, gvk=gvk,
                                 query=_WRITE, body=body, response=body, responses=_WRITTEN),
@@ -676,6 +676,34 @@ def _v3_document(kinds: Sequence[_Kind]) -> dict[str, Any]:
             "security": [{"BearerToken": []}]}
 
 
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+"""What client-go asks ``/openapi/v2`` for, and only that: it decodes the answer as
+protobuf whatever its content type, so a JSON answer fails as "proto: cannot parse
+invalid wire-format data"; 406 Not Acceptable fails cleanly, like kube-apiserver does
+for types it cannot produce."""
+
+
+def accepts_json(accept: str | None) -> bool:
+    """Whether an ``Accept`` header admits a JSON OpenAPI document (no header does)."""
+    if not accept:
+        return True
+    for clause in accept.split(","):
+        media, *params = (part.strip() for part in clause.split(";"))
+        weights = [param.partition("=")[2] for param in params if param.partition("=")[0].strip() == "q"]
+        if weights and _weight(weights[0]) == 0:
+            continue
+        if media.lower() in ("application/json", "application/*", "*/*"):
+            return True
+    return False
+
+
+def _weight(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0
+
+
 @dataclass(frozen=True)
 class Document:
     """A serialized OpenAPI document and its entity tag (a hash of the bytes)."""
@@ -709,10 +737,13 @@ class OpenAPIDocs:
     """The OpenAPI documents for one set of served resources.
 
     Built lazily and cached: ``v2()`` and every ``v3(path)`` serialize once per
-    resource set. Entity tags are hashes of the bytes, so they change exactly when
-    a document does; serve ``v3`` documents with ``Cache-Control: public,
-    immutable`` when the request's ``hash`` query matches ``v3_etag``.
-    Construction checks every resource has a definition (ValueError otherwise).
+    resource set, and a group-version's document is shared by every instance that
+    serves the same resources in it (so a new CRD rebuilds only its own). Entity
+    tags are hashes of the bytes, so they change exactly when a document does;
+    serve ``v3`` documents with ``Cache-Control: public, immutable`` when the
+    request's ``hash`` query matches ``v3_etag``. Construction and ``update``
+    check every resource has a definition (ValueError otherwise). The
+    ``crd_schema`` dicts handed in must not be mutated afterwards.
     """
 
     def __init__(self, resources: Iterable[ResourceDoc] = ()) -> None:
@@ -813,7 +844,9 @@ def _child_schema(schema: Mapping[str, Any], key: str | int) -> tuple[Mapping[st
     if properties is not None and key in properties:
         return properties[key], False
     additional = schema.get("additionalProperties")
-    return (additional if isinstance(additional, dict) else None), True
+    if isinstance(additional, dict):
+        return additional, True
+    return None, False
 
 
 def _step(path: str, key: str | int, is_map_key: bool) -> str:

@@ -95,9 +95,10 @@ DERIVED_LABELS = {
     GPU_PRESENT_LABEL: "gpus",
 }
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# Used with fullmatch: a trailing newline must not pass.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
 class ProfileError(ValueError):
@@ -115,7 +116,7 @@ class ProfileError(ValueError):
 
 
 def _check_dns_label(value: str, what: str) -> str:
-    if len(value) > MAX_NODE_NAME or not _DNS_LABEL.match(value):
+    if len(value) > MAX_NODE_NAME or not _DNS_LABEL.fullmatch(value):
         raise ValueError(f"{what} {value!r} must be a DNS label: lowercase letters, digits and '-', "
                          f"starting and ending with a letter or digit, at most {MAX_NODE_NAME} characters")
     return value
@@ -123,16 +124,16 @@ def _check_dns_label(value: str, what: str) -> str:
 
 def _check_label_key(key: str) -> str:
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         raise ValueError(f"label key {key!r}: the prefix before '/' must be a lowercase DNS subdomain")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise ValueError(f"label key {key!r}: the name must be 1-63 letters, digits, '-', '_' or '.', "
                          "starting and ending with a letter or digit")
     return key
 
 
 def _check_label_value(value: str, key: str) -> str:
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
         raise ValueError(f"label {key!r}: value {value!r} must be empty or 1-63 letters, digits, '-', '_' "
                          "or '.', starting and ending with a letter or digit (quote numbers in YAML)")
     return value
@@ -494,7 +495,10 @@ def _describe(problem: Any) -> tuple[str, str]:
         return where, f"unknown field; {hint}the fields here are: {', '.join(allowed)}"
     if problem["type"] == "missing":
         return where, "required field is missing"
-    return where, problem["msg"].removeprefix("Value error, ")
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "string_type":
+        message += " (quote numbers and true/false in YAML)"
+    return where, message
 
 
 def _aliased(location: tuple[Any, ...]) -> tuple[Any, ...]:

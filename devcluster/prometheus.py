@@ -259,6 +259,7 @@ class PrometheusProcess:
         self.settings = settings
         self._own_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="trireme-prometheus-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.targets = TargetsFile(self.directory / "targets.json", settings.metrics_port)
         self.log_path = self.directory / "prometheus.log"
         self._process: asyncio.subprocess.Process | None = None

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from . import tables
 from .errors import ApiError, bad_request
-from .openapi import OpenAPIDocs, ResourceDoc
+from .openapi import OpenAPIDocs, ResourceDoc, accepts_json
 from .registry import DeleteOptions, Registry, WriteOptions
 from .resources import VERBS_ALL, ResourceType
 from .selectors import combine, field_predicate, label_predicate
@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 KUBE_VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.0-trireme", "gitCommit": "0" * 40,
                 "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
                 "compiler": "gc", "platform": "linux/amd64"}
+
+def _protobuf_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (payloads here are far below 128 bytes)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+_EMPTY_V2_PROTOBUF = (_protobuf_field(1, b"2.0")  # openapi.v2.Document: swagger
+                      + _protobuf_field(2, _protobuf_field(1, b"Kubernetes") + _protobuf_field(2, b"v1.37.0"))  # info
+                      + _protobuf_field(8, b""))  # paths
+"""An OpenAPI v2 document with no definitions, in gnostic's protobuf encoding."""
 
 PATCH_TYPES = {
     "application/json-patch+json": "json",
@@ -221,15 +231,35 @@ class ApiServer:
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
     def _serve_openapi(self, request: web.Request, rest: list[str]) -> web.Response:
+        """OpenAPI documents with ETags. v2 is served in full as JSON; asked for as
+        protobuf (kubectl's fallback for kinds the v3 documents lack, such as a
+        mistyped kind) it is an empty document, so that kubectl goes on to report
+        the unknown kind itself, as it does against kube-apiserver."""
+        docs = self.openapi
         if rest == ["v2"]:
-            return web.Response(body=self.openapi.v2(), content_type="application/json")
+            if not accepts_json(request.headers.get("Accept")):
+                return web.Response(body=_EMPTY_V2_PROTOBUF, content_type="application/octet-stream")
+            return self._cached_document(request, docs.v2(), docs.v2_etag())
         if rest == ["v3"]:
-            return _json(self.openapi.v3_index())
+            return _json(docs.v3_index())
         if rest and rest[0] == "v3":
-            doc = self.openapi.v3("/".join(rest[1:]))
-            if doc is not None:
-                return web.Response(body=doc, content_type="application/json")
+            path = "/".join(rest[1:])
+            doc, etag = docs.v3(path), docs.v3_etag(path)
+            if doc is not None and etag is not None:
+                asked = request.query.get("hash")
+                if asked and asked != etag:
+                    raise web.HTTPMovedPermanently(f"/openapi/v3/{path}?hash={etag}")
+                extra = {"Cache-Control": "public, immutable", "Vary": "Accept"} if asked else {}
+                return self._cached_document(request, doc, etag, extra)
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    @staticmethod
+    def _cached_document(request: web.Request, body: bytes, etag: str,
+                         extra: dict[str, str] | None = None) -> web.Response:
+        headers = {"ETag": f'"{etag}"', **(extra or {})}
+        if request.headers.get("If-None-Match", "").strip('"') == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
     # -- resources -------------------------------------------------------------
 
@@ -255,6 +285,12 @@ class ApiServer:
 
     async def _resource_request(self, request: web.Request, group: str, version: str,
                                 rest: list[str]) -> web.StreamResponse:
+        if group == "" and request.method == "POST" and len(rest) == 3 and rest[0] == "namespaces" \
+                and rest[2] == "bindings":
+            # the Binding resource: POST namespaces/<ns>/bindings with the pod's name in metadata
+            body = await self._read_body(request)
+            pod = ((body or {}).get("metadata") or {}).get("name", "") if isinstance(body, dict) else ""
+            return _json(self.registry.bind(rest[1], pod, body, self._write_options(request)), status=201)
         t = self._parse_target(group, version, rest)
         q = request.query
         method = request.method
