@@ -1315,6 +1315,17 @@ def _set_nested(obj: dict[str, Any], parts: list[str], value: Any) -> None:
     obj[parts[-1]] = value
 
 
+_GO_TYPES = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool",
+             "object": "map[string]interface {}", "array": "[]interface {}"}
+
+
+def _accessor_error(parts: list[str], value: Any, expected: str) -> str:
+    """The error ``unstructured.Nested*`` returns for a value of the wrong type."""
+    shown = go_float(value) if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else value
+    return (f".{'.'.join(parts)} accessor error: {shown} is of the type "
+            f"{_GO_TYPES.get(_json_kind(value), 'interface {}')}, expected {expected}")
+
+
 def _int_at(obj: dict[str, Any], path: str) -> tuple[int, str]:
     """``unstructured.NestedInt64``: the integer at ``path`` (0 when absent) and an accessor error."""
     parts = ScaleSubresource.parts(path)
@@ -1322,9 +1333,7 @@ def _int_at(obj: dict[str, Any], path: str) -> tuple[int, str]:
     if not found or value is None:
         return 0, ""
     if isinstance(value, bool) or not isinstance(value, int):
-        go_type = {"string": "string", "number": "float64", "boolean": "bool", "object": "map[string]interface {}",
-                   "array": "[]interface {}"}.get(_json_kind(value), "interface {}")
-        return 0, f"{path} accessor error: {value} is of the type {go_type}, expected int64"
+        return 0, _accessor_error(parts, value, "int64")
     return value, ""
 
 
@@ -1430,10 +1439,10 @@ class CustomResourceVersion:
         path = self.scale.label_selector_path
         if not path:
             return []
-        value, found = _nested(obj, ScaleSubresource.parts(path))
+        parts = ScaleSubresource.parts(path)
+        value, found = _nested(obj, parts)
         if found and value is not None and not isinstance(value, str):
-            return [_invalid(path, "", f"{path} accessor error: {value} is of the type "
-                                       f"{type(value).__name__}, expected string")]
+            return [_invalid(path, "", _accessor_error(parts, value, "string"))]
         return []
 
     def unknown_fields(self, obj: dict[str, Any]) -> list[str]:

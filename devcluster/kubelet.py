@@ -321,7 +321,7 @@ class Kubelet:
         policy = pod["spec"].get("restartPolicy", "Always")
         backoff = self.settings.backoff_initial_s
         while not run.stopping.is_set():
-            log_path = self.settings.log_dir / f"{run.namespace}_{run.name}_{container['name']}_{run.restarts}.log"
+            log_path = self.settings.log_dir / f"{run.namespace}_{run.name}_{run.uid[:8]}_{container['name']}_{run.restarts}.log"
             run.log_paths.append(log_path)
             env = self._container_env(container, run)
             run.process = TritonProcess([Path(r) for r in repositories], run.ip, log_path, extra_args=args,
@@ -364,11 +364,13 @@ class Kubelet:
                 exited.cancel()
 
     def _triton_args(self, pod: dict[str, Any], container: dict[str, Any]) -> tuple[list[str], list[str]]:
-        command = [str(a) for a in container.get("command") or []]
-        args = [str(a) for a in container.get("args") or []]
-        if command and "tritonserver" in os.path.basename(command[0]):
-            args = command[1:] + args
-        repositories, others = split_model_repository_args(args)
+        # Triton images run `command + args` through an entrypoint script that execs
+        # them; whichever of the two names `tritonserver`, what follows are its flags
+        argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+        while argv and not argv[0].startswith("-"):
+            if os.path.basename(argv.pop(0)) == "tritonserver":
+                break
+        repositories, others = split_model_repository_args(argv)
         if not repositories:
             raise ValueError(f"container {container['name']!r} runs Triton but has no --model-repository argument: "
                              "add one, e.g. args: [\"--model-repository=/models\"] with a hostPath volume "

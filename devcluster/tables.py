@@ -147,6 +147,20 @@ def _get(obj: Any, *path: str | int) -> Any:
     return obj
 
 
+def _dict(value: Any) -> Obj:
+    """A mapping field, or an empty one when it is absent or not a mapping."""
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[Obj]:
+    """The mapping items of a list field (an absent or malformed list has none)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
 def _meta(obj: Obj) -> Obj:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
@@ -176,11 +190,11 @@ def selector_string(selector: dict[str, Any] | None) -> str:
     if not isinstance(selector, dict):
         return ""
     requirements: list[tuple[str, str]] = []
-    for key, value in (selector.get("matchLabels") or {}).items():
+    for key, value in _dict(selector.get("matchLabels")).items():
         requirements.append((key, f"{key}={value}"))
-    for expr in selector.get("matchExpressions") or ():
+    for expr in _dicts(selector.get("matchExpressions")):
         key, op = expr.get("key", ""), expr.get("operator", "")
-        values = ",".join(sorted(str(v) for v in expr.get("values") or ()))
+        values = ",".join(sorted(_strings(expr.get("values"))))
         text = {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
                 "Exists": key, "DoesNotExist": f"!{key}"}.get(op, key)
         requirements.append((key, text))
@@ -188,7 +202,7 @@ def selector_string(selector: dict[str, Any] | None) -> str:
 
 
 def _containers_and_images(pod_spec: Any) -> list[str]:
-    containers = _get(pod_spec, "containers") or []
+    containers = _dicts(_get(pod_spec, "containers"))
     return [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)]
 
 
@@ -204,7 +218,7 @@ def _is_restartable_init(container: Any) -> bool:
 
 
 def _condition_true(status: Obj, kind: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == "True" for c in status.get("conditions") or ())
+    return any(c.get("type") == kind and c.get("status") == "True" for c in _dicts(status.get("conditions")))
 
 
 def _later(current: datetime | None, candidate: Any) -> datetime | None:
@@ -226,11 +240,11 @@ class _PodState:
 
 def _init_reason(pod: Obj, state: _PodState, init_specs: dict[str, Obj]) -> bool:
     """Walk init container statuses; True while the pod is still initializing."""
-    status = pod.get("status") or {}
+    status = _dict(pod.get("status"))
     sidecar_restarts, sidecar_last = 0, None
     initializing = False
-    total_init = len(_get(pod, "spec", "initContainers") or [])
-    for i, container in enumerate(status.get("initContainerStatuses") or ()):
+    total_init = len(_dicts(_get(pod, "spec", "initContainers")))
+    for i, container in enumerate(_dicts(status.get("initContainerStatuses"))):
         state.restarts += _int(container.get("restartCount"))
         finished = _get(container, "lastState", "terminated", "finishedAt")
         state.last_restart = _later(state.last_restart, finished)
@@ -267,9 +281,9 @@ def _init_reason(pod: Obj, state: _PodState, init_specs: dict[str, Obj]) -> bool
 
 def _container_reason(pod: Obj, state: _PodState) -> None:
     """Container statuses, last to first, as printPod reads them."""
-    status = pod.get("status") or {}
+    status = _dict(pod.get("status"))
     has_running = False
-    for container in reversed(status.get("containerStatuses") or []):
+    for container in reversed(_dicts(status.get("containerStatuses"))):
         state.restarts += _int(container.get("restartCount"))
         state.last_restart = _later(state.last_restart, _get(container, "lastState", "terminated", "finishedAt"))
         waiting = _get(container, "state", "waiting")
@@ -290,13 +304,13 @@ def _container_reason(pod: Obj, state: _PodState) -> None:
 
 def pod_status(pod: Obj) -> tuple[str, int, int, datetime | None]:
     """(Status column, ready containers, restarts, last restart) for a pod, as ``kubectl get pods`` shows them."""
-    status = pod.get("status") or {}
+    status = _dict(pod.get("status"))
     phase = status.get("phase") or ""
     state = _PodState(reason=status.get("reason") or phase)
-    for condition in status.get("conditions") or ():
+    for condition in _dicts(status.get("conditions")):
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "SchedulingGated":
             state.reason = "SchedulingGated"
-    init_specs = {c.get("name", ""): c for c in _get(pod, "spec", "initContainers") or ()}
+    init_specs = {c.get("name", ""): c for c in _dicts(_get(pod, "spec", "initContainers"))}
     if not _init_reason(pod, state, init_specs):
         _container_reason(pod, state)
     deleting = bool(_meta(pod).get("deletionTimestamp"))
@@ -309,14 +323,14 @@ def pod_status(pod: Obj) -> tuple[str, int, int, datetime | None]:
 
 def _pod_cells(pod: Obj, now: datetime) -> list[Any]:
     reason, ready, restarts, last_restart = pod_status(pod)
-    spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    total = len(spec.get("containers") or []) + sum(
-        1 for c in spec.get("initContainers") or () if _is_restartable_init(c))
+    spec, status = _dict(pod.get("spec")), _dict(pod.get("status"))
+    total = len(_dicts(spec.get("containers"))) + sum(
+        1 for c in _dicts(spec.get("initContainers")) if _is_restartable_init(c))
     restarts_text = str(restarts)
     if restarts and last_restart is not None:
         restarts_text = f"{restarts} ({human_duration((now - last_restart).total_seconds())} ago)"
     pod_ip = (_get(status, "podIPs", 0, "ip") or status.get("podIP") or "<none>")
-    gates = spec.get("readinessGates") or []
+    gates = _dicts(spec.get("readinessGates"))
     gates_text = "<none>"
     if gates:
         true = sum(1 for gate in gates if _condition_true(status, gate.get("conditionType", "")))
@@ -340,7 +354,7 @@ def _pod_conditions(pod: Obj) -> list[dict[str, Any]]:
 
 def node_status(node: Obj) -> str:
     """``Ready``, ``NotReady``, ``Unknown``, with ``,SchedulingDisabled`` when cordoned."""
-    ready = [c for c in _get(node, "status", "conditions") or () if c.get("type") == "Ready"]
+    ready = [c for c in _dicts(_get(node, "status", "conditions")) if c.get("type") == "Ready"]
     status = ["Ready" if ready[-1].get("status") == "True" else "NotReady"] if ready else ["Unknown"]
     if _get(node, "spec", "unschedulable"):
         status.append("SchedulingDisabled")
@@ -349,7 +363,7 @@ def node_status(node: Obj) -> str:
 
 def node_roles(node: Obj) -> str:
     roles = set()
-    for key, value in (_meta(node).get("labels") or {}).items():
+    for key, value in _dict(_meta(node).get("labels")).items():
         if key.startswith("node-role.kubernetes.io/"):
             role = key[len("node-role.kubernetes.io/"):]
             if role:
@@ -360,14 +374,14 @@ def node_roles(node: Obj) -> str:
 
 
 def _node_address(node: Obj, kind: str) -> str:
-    for address in _get(node, "status", "addresses") or ():
+    for address in _dicts(_get(node, "status", "addresses")):
         if address.get("type") == kind:
             return address.get("address", "")
     return "<none>"
 
 
 def _node_cells(node: Obj, now: datetime) -> list[Any]:
-    info = _get(node, "status", "nodeInfo") or {}
+    info = _dict(_get(node, "status", "nodeInfo"))
     return [_name(node), node_status(node), node_roles(node), _obj_age(node, now), info.get("kubeletVersion", ""),
             _node_address(node, "InternalIP"), _node_address(node, "ExternalIP"),
             info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
@@ -378,13 +392,13 @@ def _node_cells(node: Obj, now: datetime) -> list[Any]:
 
 
 def _service_external_ip(svc: Obj) -> str:
-    spec = svc.get("spec") or {}
+    spec = _dict(svc.get("spec"))
     kind = spec.get("type") or "ClusterIP"
-    external = spec.get("externalIPs") or []
+    external = _strings(spec.get("externalIPs"))
     if kind in ("ClusterIP", "NodePort"):
         return ",".join(external) if external else "<none>"
     if kind == "LoadBalancer":
-        ingress = _get(svc, "status", "loadBalancer", "ingress") or []
+        ingress = _dicts(_get(svc, "status", "loadBalancer", "ingress"))
         addresses = [i.get("ip") or i.get("hostname") or "" for i in ingress]
         addresses = [a for a in addresses if a] + list(external)
         return ",".join(addresses) if addresses else "<pending>"
@@ -405,21 +419,21 @@ def _service_ports(ports: Iterable[Obj]) -> str:
 
 
 def _service_cells(svc: Obj, now: datetime) -> list[Any]:
-    spec = svc.get("spec") or {}
+    spec = _dict(svc.get("spec"))
     cluster_ip = (spec.get("clusterIPs") or [spec.get("clusterIP")])[0] or "<none>"
     return [_name(svc), spec.get("type") or "ClusterIP", cluster_ip, _service_external_ip(svc),
-            _service_ports(spec.get("ports") or ()), _obj_age(svc, now), format_labels(spec.get("selector"))]
+            _service_ports(_dicts(spec.get("ports"))), _obj_age(svc, now), format_labels(spec.get("selector"))]
 
 
 def format_endpoints(endpoints: Obj, limit: int = 3) -> str:
     """Up to three ``ip:port`` addresses, then ``+ N more...``."""
-    subsets = endpoints.get("subsets") or []
+    subsets = _dicts(endpoints.get("subsets"))
     if not subsets:
         return "<none>"
     shown: list[str] = []
     count, more = 0, False
     for subset in subsets:
-        addresses = subset.get("addresses") or []
+        addresses = _dicts(subset.get("addresses"))
         ports = subset.get("ports") or [None]
         for port in ports:
             count += len(addresses)
@@ -441,7 +455,7 @@ def format_endpoints(endpoints: Obj, limit: int = 3) -> str:
 
 
 def _deployment_cells(obj: Obj, now: datetime) -> list[Any]:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     desired = spec.get("replicas", 1)
     return [_name(obj), f"{_int(status.get('readyReplicas'))}/{_int(desired)}", _int(status.get("updatedReplicas")),
             _int(status.get("availableReplicas")), _obj_age(obj, now),
@@ -449,20 +463,20 @@ def _deployment_cells(obj: Obj, now: datetime) -> list[Any]:
 
 
 def _replicaset_cells(obj: Obj, now: datetime) -> list[Any]:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     return [_name(obj), _int(spec.get("replicas", 1)), _int(status.get("replicas")),
             _int(status.get("readyReplicas")), _obj_age(obj, now),
             *_containers_and_images(_get(spec, "template", "spec")), selector_string(spec.get("selector"))]
 
 
 def _statefulset_cells(obj: Obj, now: datetime) -> list[Any]:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     return [_name(obj), f"{_int(status.get('readyReplicas'))}/{_int(spec.get('replicas', 1))}", _obj_age(obj, now),
             *_containers_and_images(_get(spec, "template", "spec"))]
 
 
 def _daemonset_cells(obj: Obj, now: datetime) -> list[Any]:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     return [_name(obj), _int(status.get("desiredNumberScheduled")), _int(status.get("currentNumberScheduled")),
             _int(status.get("numberReady")), _int(status.get("updatedNumberScheduled")),
             _int(status.get("numberAvailable")), format_labels(_get(spec, "template", "spec", "nodeSelector")),
@@ -486,10 +500,10 @@ def _event_cells(event: Obj, now: datetime) -> list[Any]:
         count = _int(series.get("count"))
     elif count == 0:
         count = 1
-    involved = event.get("involvedObject") or event.get("regarding") or {}
+    involved = _dict(event.get("involvedObject") or event.get("regarding"))
     kind = str(involved.get("kind", "")).lower()
     target = f"{kind}/{involved['name']}" if involved.get("name") else kind
-    source = event.get("source") or event.get("deprecatedSource") or {}
+    source = _dict(event.get("source") or event.get("deprecatedSource"))
     component = source.get("component") or event.get("reportingController") or ""
     host = source.get("host") or event.get("reportingInstance") or ""
     message = event.get("message") if event.get("message") is not None else event.get("note", "")
@@ -498,14 +512,14 @@ def _event_cells(event: Obj, now: datetime) -> list[Any]:
 
 
 def _pdb_cells(obj: Obj, now: datetime) -> list[Any]:
-    spec = obj.get("spec") or {}
+    spec = _dict(obj.get("spec"))
     return [_name(obj), _int_or_string(spec.get("minAvailable")), _int_or_string(spec.get("maxUnavailable")),
             _int(_get(obj, "status", "disruptionsAllowed")), _obj_age(obj, now)]
 
 
 def _binding_cells(obj: Obj, now: datetime) -> list[Any]:
-    subjects = obj.get("subjects") or []
-    ref = obj.get("roleRef") or {}
+    subjects = _dicts(obj.get("subjects"))
+    ref = _dict(obj.get("roleRef"))
 
     def names(kind: str) -> str:
         chosen = [s for s in subjects if s.get("kind") == kind]
@@ -611,16 +625,16 @@ PRINTERS: dict[str, TablePrinter] = {
         AGE, _CONTAINERS, _IMAGES, _SELECTOR,
     ), _daemonset_cells),
     "ConfigMap": _simple(NAME, Column("Data", description="Data contains the configuration data."), AGE,
-                         cells=lambda o, now: [_name(o), len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+                         cells=lambda o, now: [_name(o), len(_dict(o.get("data"))) + len(_dict(o.get("binaryData"))),
                                                _obj_age(o, now)]),
     "Secret": _simple(NAME, Column("Type", description="Used to facilitate programmatic handling of secret data."),
                       Column("Data", description="Data contains the secret data."), AGE,
-                      cells=lambda o, now: [_name(o), o.get("type") or "Opaque", len(o.get("data") or {}),
+                      cells=lambda o, now: [_name(o), o.get("type") or "Opaque", len(_dict(o.get("data"))),
                                             _obj_age(o, now)]),
     "ServiceAccount": _simple(NAME, Column("Secrets", description="Secrets is a list of the secrets in the same "
                                                                   "namespace that pods running using this "
                                                                   "ServiceAccount are allowed to use."), AGE,
-                              cells=lambda o, now: [_name(o), len(o.get("secrets") or []), _obj_age(o, now)]),
+                              cells=lambda o, now: [_name(o), len(_dicts(o.get("secrets"))), _obj_age(o, now)]),
     "Event": TablePrinter((
         Column("Last Seen", description="The time at which the most recent occurrence of this event was recorded."),
         Column("Type", description="Type of this event (Normal, Warning), new types could be added in the future"),

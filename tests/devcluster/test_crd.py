@@ -497,6 +497,14 @@ def test_scale_paths_are_validated_with_the_object() -> None:
         ".spec.replicas: Invalid value: -2: should be a non-negative integer"]
 
 
+def test_a_selector_of_the_wrong_type_is_an_accessor_error() -> None:
+    obj = {**widget(), "status": {"selector": 5}}
+    assert causes(obj) == [
+        'status.selector: Invalid value: "integer": status.selector in body must be of type string: "integer"',
+        '.status.selector: Invalid value: "": .status.selector accessor error: 5 is of the type int64, expected string',
+        BLOCKED]
+
+
 def test_printer_columns_default_to_age() -> None:
     assert WIDGETS.additional_printer_columns() == [
         {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"}]

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trireme.devcluster.crd import CustomResourceVersion
@@ -372,3 +372,22 @@ def test_list_metadata_is_copied_and_nothing_else() -> None:
                                       "selfLink": "/x"}, now=NOW)
     assert table["metadata"] == {"resourceVersion": "12", "continue": "abc", "remainingItemCount": 3}
     assert table["rows"] == []
+
+
+# -- robustness ---------------------------------------------------------------------------------------------
+
+_KEYS = st.sampled_from([
+    "metadata", "spec", "status", "name", "containers", "containerStatuses", "state", "waiting", "terminated",
+    "running", "reason", "restartCount", "conditions", "type", "ports", "port", "subsets", "addresses", "ip",
+    "labels", "selector", "matchLabels", "data", "creationTimestamp", "replicas", "initContainers",
+    "initContainerStatuses", "lastState", "finishedAt", "phase", "nodeInfo", "involvedObject", "roleRef"])
+_SCALARS = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4) | st.just("2024-01-01T00:00:00Z")
+_VALUES = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=3) | st.dictionaries(_KEYS, c, max_size=4),
+                       max_leaves=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(PRINTERS)), st.dictionaries(_KEYS, _VALUES, max_size=5))
+def test_printers_never_fail_on_odd_objects(kind: str, obj: Obj) -> None:
+    (row,) = to_table([obj], kind, now=NOW)["rows"]
+    assert len(row["cells"]) == len(PRINTERS[kind].columns)
