@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import decimal
 import ipaddress
 import math
@@ -38,6 +37,7 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
+from .jsonutil import json_copy
 from . import errors
 from .errors import Cause
 from .tables import CREATION_TIMESTAMP_DESCRIPTION
@@ -815,7 +815,7 @@ def _shape(value: Any, node: SchemaNode | None, keep_unknown: bool = False) -> A
         out = []
         for item in value:
             if item is None and items is not None and items.has_default and not items.nullable:
-                item = copy.deepcopy(items.default)
+                item = json_copy(items.default)
             out.append(_shape(item, items, inherit))
         return out
     if isinstance(value, float) and node is not None and node.types == ("integer",) and _is_json_integer(value):
@@ -837,11 +837,11 @@ def _shape_object(value: dict[str, Any], node: SchemaNode, keep_unknown: bool,
             if item is None and not child.nullable:
                 if not child.has_default:
                     continue
-                item = copy.deepcopy(child.default)
+                item = json_copy(child.default)
             out[key] = _shape(item, child)
         elif extra is not None:
             if item is None and extra.has_default and not extra.nullable:
-                item = copy.deepcopy(extra.default)
+                item = json_copy(extra.default)
             out[key] = _shape(item, extra)
         elif keep_unknown:
             out[key] = _copy_json(item)
@@ -849,7 +849,7 @@ def _shape_object(value: dict[str, Any], node: SchemaNode, keep_unknown: bool,
             out[key] = _shape(item, None)
     for key, child in node.defaulted:
         if key not in out and key not in passthrough:
-            out[key] = _shape(copy.deepcopy(child.default), child)
+            out[key] = _shape(json_copy(child.default), child)
     return out
 
 
@@ -1464,7 +1464,7 @@ class CustomResourceVersion:
         out = dict(new)
         if self.has_status:
             if "status" in old:
-                out["status"] = copy.deepcopy(old["status"])
+                out["status"] = json_copy(old["status"])
             else:
                 out.pop("status", None)
         if _non_metadata(out) != _non_metadata(old):
@@ -1475,14 +1475,14 @@ class CustomResourceVersion:
 
     def for_status_update(self, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         """A ``/status`` write: the stored object with only ``.status`` (and managedFields) taken from ``new``."""
-        out = copy.deepcopy(old)
+        out = json_copy(old)
         if "status" in new:
-            out["status"] = copy.deepcopy(new["status"])
+            out["status"] = json_copy(new["status"])
         else:
             out.pop("status", None)
         managed = (new.get("metadata") or {}).get("managedFields")
         if managed is not None:
-            out.setdefault("metadata", {})["managedFields"] = copy.deepcopy(managed)
+            out.setdefault("metadata", {})["managedFields"] = json_copy(managed)
         return out
 
     # -- the scale subresource
@@ -1519,7 +1519,7 @@ class CustomResourceVersion:
             raise errors.invalid("Scale", name, [_invalid("spec.replicas", replicas,
                                                           "must be greater than or equal to 0").cause()],
                                  "autoscaling")
-        out = copy.deepcopy(obj)
+        out = json_copy(obj)
         _set_nested(out, ScaleSubresource.parts(self.scale.spec_replicas_path), replicas)
         return out
 
@@ -1560,7 +1560,7 @@ def _dns1035_problems(value: str) -> list[str]:
 
 def default_crd(crd: dict[str, Any]) -> dict[str, Any]:
     """A copy with apiextensions.k8s.io/v1 defaults: singular and listKind names, conversion None."""
-    out = copy.deepcopy(crd)
+    out = json_copy(crd)
     spec = out.setdefault("spec", {})
     names = spec.setdefault("names", {})
     if names.get("kind"):

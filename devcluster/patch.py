@@ -26,7 +26,6 @@ structure with them. Failures raise ``ApiError`` worded like kube-apiserver's.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from collections import deque
@@ -38,6 +37,7 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
+from .jsonutil import json_copy
 from .errors import ApiError, bad_request
 
 __all__ = [
@@ -83,13 +83,13 @@ def _same(left: Any, right: Any) -> bool:
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch: objects merge, ``null`` deletes, all else replaces."""
-    return _merge_patch_into(copy.deepcopy(target), patch)
+    return _merge_patch_into(json_copy(target), patch)
 
 
 def _merge_patch_into(target: Any, patch: Any) -> Any:
     """``merge_patch`` on a private copy of the target, which it may change."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return json_copy(patch)
     result = target if isinstance(target, dict) else {}
     for name, value in patch.items():
         if value is None:
@@ -148,8 +148,8 @@ def json_patch(target: dict, ops: list) -> dict:
         raise bad_request(f"json patch must be a list of operations, got {type(ops).__name__}")
     for index, operation in enumerate(ops):
         _check_json_patch_operation(index, operation)
-    document = copy.deepcopy(target)
-    for index, operation in enumerate(copy.deepcopy(ops)):
+    document = json_copy(target)
+    for index, operation in enumerate(json_copy(ops)):
         try:
             document = jsonpatch.JsonPatch([operation]).apply(document, in_place=True)
         except jsonpatch.JsonPatchTestFailed as failure:
@@ -388,7 +388,7 @@ def strategic_merge_patch(target: dict, patch: dict, schema: SchemaLookup | None
         raise bad_request(f"strategic merge patch must be a JSON object, got {type(patch).__name__}")
     if not isinstance(target, dict):
         raise bad_request("strategic merge patch target must be an object")
-    return _smp_map(copy.deepcopy(target), copy.deepcopy(patch), schema)
+    return _smp_map(json_copy(target), json_copy(patch), schema)
 
 
 def _smp_map(original: dict, patch: dict, schema: SchemaLookup | None) -> dict:
@@ -890,7 +890,7 @@ def _without_managed_fields(obj: Mapping[str, Any] | None) -> dict[str, Any]:
     shallow = dict(obj)
     if isinstance(metadata, dict):
         shallow["metadata"] = {key: value for key, value in metadata.items() if key != "managedFields"}
-    return copy.deepcopy(shallow)
+    return json_copy(shallow)
 
 
 def _with_managed_fields(obj: dict[str, Any], entries: list[ManagedFieldsEntry]) -> dict[str, Any]:
@@ -916,8 +916,8 @@ def _applied_configuration(applied: Mapping[str, Any], live: Mapping[str, Any] |
     metadata = applied.get("metadata") if isinstance(applied.get("metadata"), Mapping) else {}
     if metadata.get("managedFields") is not None:
         raise bad_request("metadata.managedFields must be nil")
-    configuration = copy.deepcopy(dict(applied))
-    kept_metadata = {key: value for key, value in copy.deepcopy(dict(metadata)).items()
+    configuration = json_copy(dict(applied))
+    kept_metadata = {key: value for key, value in json_copy(dict(metadata)).items()
                      if key not in _SERVER_SET_METADATA and not (live is not None and key in ("name", "namespace"))}
     if subresource == "status":
         configuration = {key: configuration[key] for key in ("apiVersion", "kind", "status") if key in configuration}
@@ -948,7 +948,7 @@ def _apply_merge(live: Any, applied: Any, schema: SchemaLookup | None, path: Pat
         if applied_steps is not None:
             live_steps = _list_steps(live, schema, path, strict=False) if isinstance(live, list) else []
             return _merge_lists(live_steps or [], applied_steps, _items_of(schema), path)
-    return copy.deepcopy(applied)
+    return json_copy(applied)
 
 
 def _merge_lists(live: list[tuple[str, Any]], applied: list[tuple[str, Any]], item_schema: SchemaLookup | None,
@@ -1094,7 +1094,7 @@ def _sync_last_applied(obj: dict[str, Any], applied: Mapping[str, Any]) -> None:
     annotations = (obj.get("metadata") or {}).get("annotations")
     if not isinstance(annotations, dict) or LAST_APPLIED_ANNOTATION not in annotations:
         return
-    configuration = copy.deepcopy(dict(applied))
+    configuration = json_copy(dict(applied))
     applied_annotations = (configuration.get("metadata") or {}).get("annotations")
     if isinstance(applied_annotations, dict):
         applied_annotations.pop(LAST_APPLIED_ANNOTATION, None)
@@ -1138,7 +1138,7 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
     others = [entry for entry in entries if entry.identity != identity]
 
     base = _without_managed_fields(live)
-    merged = _apply_merge(copy.deepcopy(base), configuration, schema, ())
+    merged = _apply_merge(json_copy(base), configuration, schema, ())
     applied_fields = _only(_field_set(configuration, schema, strict=True), ownable)
     owned_by_others = frozenset().union(*(entry.fields for entry in others))
     previously_applied = mine.fields if mine is not None else frozenset()

@@ -11,7 +11,6 @@ controllers call it directly, so every writer goes through the same rules.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 import uuid
@@ -20,16 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .jsonutil import json_copy
 from . import crd as crdlib
 from . import patch as patchlib
 from .errors import ApiError, Cause, bad_request, invalid, not_found
 from .resources import BUILTIN_RESOURCES, ResourceType
-from .selectors import combine, field_predicate, label_predicate, match_label_selector
+from .selectors import (combine, field_predicate, label_key_problem, label_predicate, label_value_problem,
+                        match_label_selector)
 from .store import Store, StoreKey, decode_continue, encode_continue
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 _SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
                   "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
@@ -249,11 +249,9 @@ class Registry:
         if not name:
             causes.append(Cause("metadata.name", "Required value: name or generateName is required",
                                 "FieldValueRequired"))
-        elif rt.kind in _LABEL_NAMED_KINDS:
-            if len(name) > 63 or not _DNS1123_LABEL.match(name):
-                causes.append(Cause("metadata.name", f'Invalid value: "{name}": {_LABEL_MSG}'))
-        elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-            causes.append(Cause("metadata.name", f'Invalid value: "{name}": {_SUBDOMAIN_MSG}'))
+        else:
+            causes += [Cause("metadata.name", f'Invalid value: "{name}": {problem}')
+                       for problem in _name_problems(name, rt.kind in _LABEL_NAMED_KINDS)]
         for field_name in ("labels", "annotations"):
             values = meta.get(field_name)
             if values is None:
@@ -264,15 +262,10 @@ class Registry:
             for k, v in values.items():
                 if not isinstance(v, str):
                     causes.append(Cause(f"metadata.{field_name}", f'Invalid value: "{k}": values must be strings'))
-                elif field_name == "labels" and (len(v) > 63 or (v and not _LABEL_NAME.match(v))):
-                    causes.append(Cause(f"metadata.labels", f'Invalid value: "{v}": a valid label must be an empty '
-                                        "string or consist of alphanumeric characters, '-', '_' or '.', and must "
-                                        "start and end with an alphanumeric character"))
-                key_name = k.rsplit("/", 1)[-1]
-                if not key_name or len(key_name) > 63 or not _LABEL_NAME.match(key_name):
-                    causes.append(Cause(f"metadata.{field_name}", f'Invalid value: "{k}": name part must consist '
-                                        "of alphanumeric characters, '-', '_' or '.', and must start and end with "
-                                        "an alphanumeric character"))
+                elif field_name == "labels" and (problem := label_value_problem(v)):
+                    causes.append(Cause("metadata.labels", f'Invalid value: "{v}": {problem}'))
+                if problem := label_key_problem(k):
+                    causes.append(Cause(f"metadata.{field_name}", f'Invalid value: "{k}": {problem}'))
         return causes
 
     def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions) -> Obj:
@@ -306,7 +299,7 @@ class Registry:
 
     def create(self, rt: ResourceType, namespace: str, body: Obj, opts: WriteOptions) -> Obj:
         self._check_body_kind(rt, body)
-        obj = copy.deepcopy(body)
+        obj = json_copy(body)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
@@ -371,7 +364,7 @@ class Registry:
             if subresource is None and rt.kind not in ("Pod",):
                 return self.create(rt, namespace, {**body, "metadata": {**body_meta, "name": name}}, opts)
             raise not_found(rt.plural, name, rt.group)
-        expect_rv = body_meta.get("resourceVersion") if check_rv else None
+        expect_rv = _resource_version(body_meta.get("resourceVersion")) if check_rv else None
         if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
             from .errors import conflict
             raise conflict(rt.plural, name, "the object has been modified; please apply your changes to the "
@@ -382,7 +375,7 @@ class Registry:
                subresource: str | None, expect_rv: str | None, record_managed: bool = True) -> Obj:
         """Store ``body`` as the new state of ``old``. ``record_managed`` False: an apply
         already computed ``managedFields``."""
-        new = copy.deepcopy(body)
+        new = json_copy(body)
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         meta = new.setdefault("metadata", {})
         old_meta = old["metadata"]
@@ -394,7 +387,7 @@ class Registry:
                 meta.pop(k, None)
         if subresource == "status":
             # only status changes through the status subresource
-            new = {**copy.deepcopy(self._as_version(rt, old)), "status": new.get("status")}
+            new = {**json_copy(self._as_version(rt, old)), "status": new.get("status")}
             if new["status"] is None:
                 new.pop("status")
             new["metadata"] = {**old_meta, "resourceVersion": old_meta["resourceVersion"]}
@@ -443,6 +436,11 @@ class Registry:
         namespace = namespace if rt.namespaced else ""
         old = self.store.get(rt.store_key, namespace, name)
         schema = self._schema_lookup(rt)
+        if patch_type == "strategic" and (schema is None or rt.crd_name):
+            # the patch type is refused before the object is looked up, as by kube-apiserver
+            raise ApiError(415, "UnsupportedMediaType",
+                           "the body of the request was in an unknown format - accepted media types include: "
+                           "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         if patch_type == "apply":
             if not isinstance(patch, dict):
                 raise bad_request("an apply patch must be an object")
@@ -466,10 +464,6 @@ class Registry:
         elif patch_type == "json":
             result = patchlib.json_patch(current, patch)
         elif patch_type == "strategic":
-            if schema is None or rt.crd_name:
-                raise ApiError(415, "UnsupportedMediaType",
-                               f"the body of the request was in an unknown format - accepted media types include: "
-                               "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
             result = patchlib.strategic_merge_patch(current, patch, schema)
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {patch_type!r}")
@@ -495,7 +489,7 @@ class Registry:
         meta = result.setdefault("metadata", {}) if isinstance(result.get("metadata"), dict) else None
         if meta is None:
             raise bad_request("metadata must be an object")
-        expect_rv = meta.get("resourceVersion")
+        expect_rv = _resource_version(meta.get("resourceVersion"))
         if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
             from .errors import conflict
             raise conflict(rt.plural, old["metadata"]["name"], "the object has been modified; please apply your "
@@ -524,7 +518,7 @@ class Registry:
             from .errors import conflict
             raise conflict(rt.plural, name, f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
                            f"UID in object meta: {meta.get('uid')}", rt.group)
-        if opts.precondition_rv and opts.precondition_rv != meta.get("resourceVersion"):
+        if _resource_version(opts.precondition_rv) and opts.precondition_rv != meta.get("resourceVersion"):
             from .errors import conflict
             raise conflict(rt.plural, name, "Precondition failed: ResourceVersion in precondition: "
                            f"{opts.precondition_rv}, ResourceVersion in object meta: {meta.get('resourceVersion')}",
@@ -730,6 +724,25 @@ class Registry:
 
     def allocate_cluster_ip(self) -> str:
         return str(next(self._cluster_ips))
+
+
+def _resource_version(value: Any) -> Any:
+    """A resourceVersion a client sent to compare with the stored one. Versions are
+    numbers here; anything else is a malformed request (400), not a conflict."""
+    if value in (None, "") or (isinstance(value, str) and value.isdigit()):
+        return value
+    raise bad_request(f'metadata.resourceVersion: Invalid value: "{value}": must be a resourceVersion the server '
+                      "returned (an unsigned integer)")
+
+
+def _name_problems(name: str, dns_label: bool) -> list[str]:
+    """Why ``name`` is not a DNS-1123 label (``dns_label``) or subdomain, as kube-apiserver words it."""
+    limit, pattern, message = (63, _DNS1123_LABEL, _LABEL_MSG) if dns_label else \
+        (253, _DNS1123_SUBDOMAIN, _SUBDOMAIN_MSG)
+    problems = [f"must be no more than {limit} characters"] if len(name) > limit else []
+    if not pattern.match(name):
+        problems.append(message)
+    return problems
 
 
 def _selector_string(selector: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """Label and field selectors, parsed once per request into predicates.
 
 Label selectors follow apimachinery's grammar (``a=b``, ``a==b``, ``a!=b``,
-``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``, joined by commas). Field
-selectors support the fields real API servers index for the kinds served here.
+``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``, ``a>1``, ``a<1``, joined by
+commas), with its checks on keys and values. Field selectors support the fields
+real API servers index for the kinds served here.
 """
 
 from __future__ import annotations
@@ -15,12 +16,57 @@ from .errors import bad_request
 
 Predicate = Callable[[dict[str, Any]], bool]
 
-_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(notin|in)\s*\(([^)]*)\))?\s*$")
-_EQ_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)\s*$")
+_TERM_RE = re.compile(r"""^\s*(?P<neg>!)?\s*(?P<key>[^\s!=<>(),]+)
+    (?:\s*(?P<op>==|=|!=|<|>)\s*(?P<value>[^\s!=<>(),]*)
+      |\s+(?P<set>notin|in)\s*\((?P<values>[^()]*)\))?\s*$""", re.X)
+
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_PART_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
+                  "an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation "
+                  "is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+_LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+                    "and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or "
+                    "'12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
 
 
-def _split_terms(selector: str) -> list[str]:
-    """Split on commas that are not inside parentheses."""
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a qualified name (``[prefix/]name``) as label and annotation
+    keys must be, in apimachinery's words; None when it is one."""
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if "/" in prefix:
+            return ("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+                    "end with an alphanumeric character, with an optional DNS subdomain prefix and '/' "
+                    "(e.g. 'example.com/MyName')")
+        if not prefix:
+            return "prefix part must be non-empty"
+        if len(prefix) > 253:
+            return "prefix part must be no more than 253 characters"
+        if not _DNS1123_SUBDOMAIN.match(prefix):
+            return ("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                    "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')")
+    if not name:
+        return "name part must be non-empty"
+    if len(name) > 63:
+        return "name part must be no more than 63 characters"
+    if not _NAME_PART.match(name):
+        return _NAME_PART_MSG
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid label value; None when it is one."""
+    if len(value) > 63:
+        return "must be no more than 63 characters"
+    if value and not _NAME_PART.match(value):
+        return _LABEL_VALUE_MSG
+    return None
+
+
+def _split_terms(selector: str, keep_empty: bool = False) -> list[str]:
+    """Split on commas that are not inside parentheses. Empty terms are dropped
+    unless ``keep_empty`` (label selectors reject them)."""
     terms, depth, current = [], 0, []
     for ch in selector:
         if ch == "(":
@@ -33,38 +79,86 @@ def _split_terms(selector: str) -> list[str]:
         else:
             current.append(ch)
     terms.append("".join(current))
-    return [t for t in (t.strip() for t in terms) if t]
+    stripped = [t.strip() for t in terms]
+    return stripped if keep_empty else [t for t in stripped if t]
+
+
+def _unparsable(why: str) -> Exception:
+    return bad_request(f"unable to parse requirement: {why}")
+
+
+def _checked_key(key: str) -> str:
+    problem = label_key_problem(key)
+    if problem:
+        raise _unparsable(f'key: Invalid value: "{key}": {problem}')
+    return key
+
+
+def _checked_values(values: list[str]) -> list[str]:
+    for index, value in enumerate(values):
+        problem = label_value_problem(value)
+        if problem:
+            raise _unparsable(f'values[{index}]: Invalid value: "{value}": {problem}')
+    return values
 
 
 def _label_term(term: str) -> Callable[[dict[str, str]], bool]:
-    if m := _EQ_RE.match(term):
-        key, op, value = m.groups()
+    m = _TERM_RE.match(term)
+    if not m:
+        raise bad_request(f"unable to parse requirement: found {term!r}, expected a label selector "
+                          "such as app=web, tier!=db, env in (a,b), !legacy")
+    negate, key, op = m["neg"], m["key"], m["op"] or m["set"]
+    if negate and op:
+        raise _unparsable(f"found {op!r} after !{key}, expected: ',' or 'end of string' "
+                          "('!' only tests that a label is absent)")
+    key = _checked_key(key)
+    if op in ("in", "notin"):
+        values = [v.strip() for v in m["values"].split(",")]
+        if values == [""]:
+            raise _unparsable("values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty")
+        allowed = set(_checked_values(values))
+        if op == "in":
+            return lambda labels: labels.get(key) in allowed
+        return lambda labels: labels.get(key) not in allowed
+    if op in ("<", ">"):
+        bound = _integer_bound(m["value"])
+        if op == ">":
+            return lambda labels: (n := _label_int(labels, key)) is not None and n > bound
+        return lambda labels: (n := _label_int(labels, key)) is not None and n < bound
+    if op is not None:
+        value = _checked_values([m["value"]])[0]
         if op == "!=":
             return lambda labels: labels.get(key) != value
         return lambda labels: labels.get(key) == value
-    if m := _SET_RE.match(term):
-        negate, key, op, values = m.groups()
-        if op:
-            if negate:
-                raise bad_request(f"unable to parse requirement: {term!r}: '!' cannot be combined with {op}")
-            allowed = {v.strip() for v in values.split(",") if v.strip()}
-            if op == "in":
-                return lambda labels: labels.get(key) in allowed
-            return lambda labels: labels.get(key) not in allowed
-        if negate:
-            return lambda labels: key not in labels
-        return lambda labels: key in labels
-    raise bad_request(f"unable to parse requirement: found {term!r}, expected a label selector "
-                      "such as app=web, tier!=db, env in (a,b), !legacy")
+    if negate:
+        return lambda labels: key not in labels
+    return lambda labels: key in labels
+
+
+def _integer_bound(value: str) -> int:
+    if not re.match(r"^[+-]?[0-9]+$", value):
+        raise _unparsable(f'values[0]: Invalid value: "{value}": for \'Gt\', \'Lt\' operators, the value '
+                          "must be an integer")
+    return int(value)
+
+
+def _label_int(labels: dict[str, str], key: str) -> int | None:
+    try:
+        return int(labels[key])
+    except (KeyError, ValueError):
+        return None
 
 
 def label_predicate(selector: str | None) -> Predicate | None:
     """A predicate over objects for a label selector string; None when it selects everything."""
-    if not selector:
+    if not selector or not selector.strip():
         return None
-    tests = [_label_term(t) for t in _split_terms(selector)]
-    if not tests:
-        return None
+    terms = _split_terms(selector, keep_empty=True)
+    for index, term in enumerate(terms):
+        if not term:
+            found, expected = ("", "identifier after ','") if index else (",", "!, identifier, or 'end of string'")
+            raise _unparsable(f"found '{found}', expected: {expected} (in {selector!r})")
+    tests = [_label_term(t) for t in terms]
 
     def matches(obj: dict[str, Any]) -> bool:
         labels = obj["metadata"].get("labels") or {}

@@ -23,7 +23,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from . import tables
+from . import protobuf, tables
 from .errors import ApiError, bad_request
 from .openapi import OpenAPIDocs, ResourceDoc, accepts_json
 from .registry import DeleteOptions, Registry, WriteOptions
@@ -295,6 +295,8 @@ class ApiServer:
         q = request.query
         method = request.method
         if method == "GET":
+            if q.get("resourceVersion"):
+                _parse_rv(q["resourceVersion"])  # a malformed version is the client's mistake: 400
             if t.watch_path or _truthy(q.get("watch")):
                 return await self._watch(request, t)
             if t.name is None:
@@ -418,6 +420,8 @@ class ApiServer:
                 return None
             raise bad_request("the request body is empty: send the object as JSON or YAML")
         ctype = request.content_type
+        if ctype == protobuf.MEDIA_TYPE:
+            return protobuf.decode_body(raw)
         if "protobuf" in ctype or "cbor" in ctype:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
                            f"({ctype}) - accepted media types include: application/json, application/yaml")

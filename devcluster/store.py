@@ -48,10 +48,11 @@ class Event:
 class StoreSettings:
     """How much the store remembers."""
 
-    history_size: int = 200_000
-    """Events kept for watch resumption. A real API server's watch cache holds
-    minutes of history; at the 500 writes/s the local cluster targets this is
-    several minutes, and watchers older than that must relist (410 Gone)."""
+    history_size: int = 25_000
+    """Events kept for watch resumption (410 Gone beyond). A real API server's watch
+    cache holds about 75 s of history; at the 500 writes/s the local cluster
+    targets this is 50 s. Every event keeps the object version it wrote alive, so
+    the history is most of the memory beyond the objects themselves."""
     watcher_queue_size: int = 100_000
     """Events buffered per watcher before it is dropped as too slow (it reconnects)."""
 

@@ -72,6 +72,16 @@ def _devcluster_profile_from_openb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_devcluster(args: argparse.Namespace) -> int:
+    from trireme.devcluster.bench import BenchSettings, result_json, run_benchmark
+
+    settings = BenchSettings(nodes=args.nodes, pods=args.pods, list_pods=args.list_pods, watchers=args.watchers,
+                             write_rate=args.rate, write_seconds=args.seconds)
+    result = asyncio.run(run_benchmark(settings, quiet=args.json))
+    print(result_json(result) if args.json else result.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trireme", description="Run NVIDIA Triton fleets on Kubernetes GPU clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -97,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     openb.add_argument("csv", help="openb_node_list_gpu_node.csv")
     openb.add_argument("-o", "--output", required=True, help="profile YAML to write")
     openb.set_defaults(func=_devcluster_profile_from_openb)
+
+    bench = commands.add_parser("bench", help="benchmarks that print a table")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    dev_bench = bench_commands.add_parser(
+        "devcluster", help="the local cluster at scale: memory, kubectl get latency, write rate, watch delay")
+    dev_bench.add_argument("--nodes", type=int, default=5000, help="simulated nodes (default 5000)")
+    dev_bench.add_argument("--pods", type=int, default=50_000, help="running pods held (default 50000)")
+    dev_bench.add_argument("--list-pods", type=int, default=10_000,
+                           help="pods present when timing kubectl get pods -A (default 10000)")
+    dev_bench.add_argument("--watchers", type=int, default=10, help="watchers during the write test (default 10)")
+    dev_bench.add_argument("--rate", type=float, default=500, help="target writes per second (default 500)")
+    dev_bench.add_argument("--seconds", type=float, default=20, help="length of the write test (default 20)")
+    dev_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    dev_bench.set_defaults(func=_bench_devcluster)
     return parser
 
 

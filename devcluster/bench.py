@@ -1,0 +1,315 @@
+"""Scale benchmark of the local cluster: memory, list latency, write rate and watch delay.
+
+Runs the local cluster as its own process (simulated kubelet, no Prometheus) and
+drives it over HTTP from this one, so the figures include the JSON, HTTP and
+watch fan-out costs real clients pay:
+
+- memory (RSS of the cluster process) holding N nodes and M running pods;
+- ``kubectl get pods -A`` over the first L pods (kubectl pages by 500);
+- writes per second sustained at a target rate with W watchers connected, and
+  the delay from a write's start to its watch event at each watcher (p50/p99).
+
+``trireme bench devcluster`` prints the table; ``--json`` prints the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from .cluster import free_port
+
+
+@dataclass
+class BenchSettings:
+    """What the benchmark builds and how hard it pushes."""
+
+    nodes: int = 5000
+    """Nodes in the simulated cluster (8 GPUs each)."""
+    pods: int = 50_000
+    """Running pods held when memory is measured."""
+    list_pods: int = 10_000
+    """Pods present when ``kubectl get pods -A`` is timed."""
+    watchers: int = 10
+    """Watch connections open during the write test."""
+    write_rate: float = 500.0
+    """Target writes per second in the write test."""
+    write_seconds: float = 20.0
+    """Length of the write test."""
+    concurrency: int = 32
+    """Requests in flight while filling the cluster with pods."""
+
+
+@dataclass
+class BenchResult:
+    settings: BenchSettings
+    rss_mib_empty: float = 0.0
+    rss_mib_full: float = 0.0
+    fill_pods_per_s: float = 0.0
+    kubectl_get_s: list[float] = field(default_factory=list)
+    writes_per_s: float = 0.0
+    write_latency_ms_p50: float = 0.0
+    write_latency_ms_p99: float = 0.0
+    watch_delay_ms_p50: float = 0.0
+    watch_delay_ms_p99: float = 0.0
+    watch_events_missed: int = 0
+
+    def table(self) -> str:
+        s = self.settings
+        rows = [
+            ("nodes / pods held", f"{s.nodes:,} / {s.pods:,}", ""),
+            ("memory, empty cluster (RSS)", f"{self.rss_mib_empty:,.0f} MiB", ""),
+            ("memory, all pods running (RSS)", f"{self.rss_mib_full:,.0f} MiB", "target <= 2048 MiB"),
+            ("pods created and bound over HTTP", f"{self.fill_pods_per_s:,.0f} /s", ""),
+            (f"kubectl get pods -A, {s.list_pods:,} pods (median of {len(self.kubectl_get_s)})",
+             f"{statistics.median(self.kubectl_get_s):.2f} s" if self.kubectl_get_s else "-", "target < 2 s"),
+            (f"pod writes sustained (target {s.write_rate:.0f}/s, {s.write_seconds:.0f} s)",
+             f"{self.writes_per_s:,.0f} /s", "target >= 500/s"),
+            ("write latency p50 / p99", f"{self.write_latency_ms_p50:.1f} / {self.write_latency_ms_p99:.1f} ms", ""),
+            (f"watch delivery to {s.watchers} watchers p50 / p99",
+             f"{self.watch_delay_ms_p50:.1f} / {self.watch_delay_ms_p99:.1f} ms", "target p99 < 50 ms"),
+            ("watch events missed", str(self.watch_events_missed), "must be 0"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{'measure':<{width}}  {'result':>20}  note", "-" * (width + 40)]
+        lines += [f"{name:<{width}}  {value:>20}  {note}" for name, value, note in rows]
+        return "\n".join(lines)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _profile(nodes: int) -> dict[str, Any]:
+    return {"name": "bench", "pools": [{
+        "name": "gpu", "count": nodes, "gpus": 8, "gpuProduct": "NVIDIA-A100-SXM4-80GB", "gpuMemoryMiB": 81920,
+        "cpu": "128", "memory": "1Ti", "maxPods": 110}]}
+
+
+def _pod(name: str, node: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "bench", "trireme.io/service": name.rsplit("-", 1)[0]}},
+            "spec": {"nodeName": node, "schedulerName": "trireme",
+                     "containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+                                     "resources": {"limits": {"nvidia.com/gpu": 1}},
+                                     "ports": [{"containerPort": 8000, "name": "http"}]}]}}
+
+
+class _Progress:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+
+async def _wait_ready(session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes],
+                      timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the local cluster exited with {process.returncode}")
+        try:
+            async with session.get(f"{url}/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the local cluster did not come up")
+
+
+async def _create_pods(session: aiohttp.ClientSession, url: str, first: int, last: int, nodes: int,
+                       concurrency: int, progress: _Progress) -> float:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(first, last):
+        queue.put_nowait(i)
+    started = time.monotonic()
+    done = [0]
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = _pod(f"svc{i // 8}-{i % 8}", f"gpu-{i % nodes:0{len(str(nodes - 1))}d}")
+            async with session.post(f"{url}/api/v1/namespaces/bench/pods", json=body) as response:
+                if response.status != 201:
+                    raise RuntimeError(f"pod create failed: {response.status} {await response.text()}")
+            done[0] += 1
+            if done[0] % 5000 == 0:
+                progress(f"{first + done[0]:,} pods created")
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (last - first) / (time.monotonic() - started)
+
+
+async def _wait_running(session: aiohttp.ClientSession, url: str, expected: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with session.get(f"{url}/api/v1/namespaces/bench/pods",
+                               params={"fieldSelector": "status.phase=Running", "limit": "1"}) as response:
+            data = await response.json()
+        running = len(data["items"]) + int(data["metadata"].get("remainingItemCount") or 0)
+        if running >= expected:
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"pods not running after {timeout_s}s")
+
+
+def _time_kubectl_get(kubeconfig: Path, expected: int, runs: int = 3) -> list[float]:
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+    if kubectl is None:
+        return []
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        result = subprocess.run([kubectl, "get", "pods", "-A"], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                                capture_output=True, text=True, check=True)
+        times.append(time.monotonic() - started)
+        lines = result.stdout.count("\n") - 1
+        if lines < expected:
+            raise RuntimeError(f"kubectl listed {lines} pods, expected {expected}")
+    return times
+
+
+async def _write_test(session: aiohttp.ClientSession, url: str, settings: BenchSettings,
+                      result: BenchResult) -> None:
+    async with session.post(f"{url}/api/v1/namespaces",
+                            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-w"}}) as r:
+        r.raise_for_status()
+    async with session.get(f"{url}/api/v1/namespaces/bench-w/pods") as r:
+        rv = (await r.json())["metadata"]["resourceVersion"]
+    total = int(settings.write_rate * settings.write_seconds)
+    sent_at: dict[str, float] = {}
+    delays: list[float] = []
+    seen = [0] * settings.watchers
+
+    async def watch(index: int) -> None:
+        params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": str(int(settings.write_seconds) + 30)}
+        async with session.get(f"{url}/api/v1/namespaces/bench-w/pods", params=params,
+                               timeout=aiohttp.ClientTimeout(total=None)) as response:
+            async for line in response.content:
+                now = time.monotonic()
+                event = json.loads(line)
+                name = event["object"]["metadata"]["name"]
+                delays.append((now - sent_at[name]) * 1000)
+                seen[index] += 1
+                if seen[index] >= total:
+                    return
+
+    watch_tasks = [asyncio.create_task(watch(i)) for i in range(settings.watchers)]
+    await asyncio.sleep(0.5)
+    latencies: list[float] = []
+    interval = 1.0 / settings.write_rate
+    started = time.monotonic()
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def write(i: int) -> None:
+        name = f"w{i}"
+        sent_at[name] = time.monotonic()
+        body = _pod(name, "")
+        del body["spec"]["nodeName"]  # pending: waiting for the scheduler, so only this write happens
+        async with session.post(f"{url}/api/v1/namespaces/bench-w/pods", json=body) as response:
+            if response.status != 201:
+                raise RuntimeError(f"write failed: {response.status}")
+        latencies.append((time.monotonic() - sent_at[name]) * 1000)
+
+    for i in range(total):
+        target = started + i * interval
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(write(i))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
+    elapsed = time.monotonic() - started
+    try:
+        await asyncio.wait_for(asyncio.gather(*watch_tasks), timeout=30)
+    except asyncio.TimeoutError:
+        for task in watch_tasks:
+            task.cancel()
+    result.writes_per_s = total / elapsed
+    result.write_latency_ms_p50 = _percentile(latencies, 50)
+    result.write_latency_ms_p99 = _percentile(latencies, 99)
+    result.watch_delay_ms_p50 = _percentile(delays, 50)
+    result.watch_delay_ms_p99 = _percentile(delays, 99)
+    result.watch_events_missed = total * settings.watchers - sum(seen)
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchResult:
+    progress = _Progress(quiet)
+    result = BenchResult(settings)
+    work = Path(tempfile.mkdtemp(prefix="trireme-bench-"))
+    profile = work / "profile.yaml"
+    profile.write_text(yaml.safe_dump(_profile(settings.nodes)))
+    port = free_port()
+    kubeconfig = work / "kubeconfig"
+    command = [sys.executable, "-c", "import sys; from trireme.cli import main; sys.exit(main())",
+               "devcluster", "up", "--profile", str(profile), "--kubeconfig", str(kubeconfig), "--port", str(port),
+               "--kubelet", "simulated", "--start-delay", "0.2", "--no-prometheus", "--work-dir", str(work)]
+    progress(f"starting the local cluster with {settings.nodes:,} nodes")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(work / "cluster.log", "wb"),
+                               env={**os.environ, "PYTHONSAFEPATH": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        connector = aiohttp.TCPConnector(limit=settings.concurrency + settings.watchers + 8)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await _wait_ready(session, url, process)
+            result.rss_mib_empty = _rss_mib(process.pid)
+            async with session.post(f"{url}/api/v1/namespaces",
+                                    json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}) as r:
+                r.raise_for_status()
+            first = min(settings.list_pods, settings.pods)
+            progress(f"creating {first:,} bound pods")
+            rate = await _create_pods(session, url, 0, first, settings.nodes, settings.concurrency, progress)
+            await _wait_running(session, url, first)
+            progress(f"timing kubectl get pods -A over {first:,} pods")
+            result.kubectl_get_s = _time_kubectl_get(kubeconfig, first)
+            progress(f"writing {settings.write_rate:.0f}/s for {settings.write_seconds:.0f} s "
+                     f"with {settings.watchers} watchers")
+            await _write_test(session, url, settings, result)
+            if settings.pods > first:
+                progress(f"creating {settings.pods - first:,} more pods")
+                rate2 = await _create_pods(session, url, first, settings.pods, settings.nodes,
+                                           settings.concurrency, progress)
+                rate = (rate * first + rate2 * (settings.pods - first)) / settings.pods
+                await _wait_running(session, url, settings.pods)
+            result.fill_pods_per_s = rate
+            result.rss_mib_full = _rss_mib(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def result_json(result: BenchResult) -> str:
+    return json.dumps({**asdict(result), "settings": asdict(result.settings)}, indent=2)
