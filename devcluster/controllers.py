@@ -30,6 +30,7 @@ NAMESPACES: StoreKey = ("", "namespaces")
 NODES: StoreKey = ("", "nodes")
 
 _MANAGER = WriteOptions(manager="devcluster-controller-manager")
+DEFAULT_SCHEDULER = "default-scheduler"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,10 @@ class Controllers:
                 self._enqueue(("namespace", meta["name"]))
         if event.key == PODS:
             self._enqueue(("pods-changed", namespace))
+            spec = event.obj.get("spec") or {}
+            if (event.type == "ADDED" and not spec.get("nodeName")
+                    and spec.get("schedulerName", DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER):
+                self._enqueue(("schedule", (namespace, meta["name"])))
         elif event.key in (SERVICES, PDBS):
             self._enqueue(("pods-changed", namespace))
 
@@ -147,6 +152,8 @@ class Controllers:
             self._delete_namespace(arg)
         elif kind == "node-gone":
             self._collect_node_pods(arg)
+        elif kind == "schedule":
+            self._schedule(*arg)
         elif kind == "pods-changed":
             self._sync_endpoints(arg)
             self._sync_pdbs(arg)
@@ -258,6 +265,47 @@ class Controllers:
             if other.store_key == rt.store_key:
                 return other.version
         return rt.version
+
+    # -- the default scheduler ------------------------------------------------------
+
+    def _schedule(self, namespace: str, name: str) -> None:
+        """Bind a ``default-scheduler`` pod to the first node it fits, as a stand-in for
+        kube-scheduler (pods of other schedulers, such as Trireme's, are left alone).
+        A pod that fits nowhere is retried later, with PodScheduled=False saying why."""
+        pod = self.store.get(PODS, namespace, name)
+        if pod is None or (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+            return
+        wanted = _gpu_request(pod)
+        used: dict[str, int] = defaultdict(int)
+        for other in self.store.items(PODS):
+            node_name = (other.get("spec") or {}).get("nodeName")
+            if node_name and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                used[node_name] += _gpu_request(other)
+        for node in self.store.items(NODES):
+            free = int(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", 0) or 0)
+            if _schedulable(node, pod) and free - used[node["metadata"]["name"]] >= wanted:
+                binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                           "target": {"kind": "Node", "name": node["metadata"]["name"]}}
+                self.registry.bind(namespace, name, binding, WriteOptions(manager="default-scheduler"))
+                return
+        self._mark_unschedulable(pod, wanted)
+        self._retry_later(("schedule", (namespace, name)))
+
+    def _mark_unschedulable(self, pod: dict[str, Any], wanted: int) -> None:
+        nodes = self.store.count(NODES)
+        message = (f"0/{nodes} nodes are available: no node is ready, schedulable, tolerated and has "
+                   f"{wanted} free nvidia.com/gpu")
+        conditions = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
+        old = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"),
+                   None)
+        if old is not None and old.get("message") == message:
+            return
+        conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                           "lastProbeTime": None, "lastTransitionTime": _transition_time({}, False)})
+        rt = self.registry.resolve("", "v1", "pods")
+        self.registry.update(rt, pod["metadata"]["namespace"], pod["metadata"]["name"],
+                             {**pod, "status": {**(pod.get("status") or {}), "conditions": conditions}},
+                             WriteOptions(manager="default-scheduler"), subresource="status", check_rv=False)
 
     # -- endpoints and disruption budgets ---------------------------------------
 
@@ -383,3 +431,38 @@ def _named_port(pods: list[dict[str, Any]], name: str) -> int | None:
                 if port.get("name") == name:
                     return port.get("containerPort")
     return None
+
+
+def _gpu_request(pod: dict[str, Any]) -> int:
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        total += int(limits.get("nvidia.com/gpu", 0) or 0)
+    return total
+
+
+def _schedulable(node: dict[str, Any], pod: dict[str, Any]) -> bool:
+    spec, pod_spec = node.get("spec") or {}, pod.get("spec") or {}
+    if spec.get("unschedulable"):
+        return False
+    if not any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or []):
+        return False
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    tolerations = pod_spec.get("tolerations") or []
+    for taint in spec.get("taints") or []:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if not any(_tolerates(t, taint) for t in tolerations):
+            return False
+    return True
+
+
+def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return not toleration.get("key") or toleration["key"] == taint.get("key")
+    return toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get("value", "")

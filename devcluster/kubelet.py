@@ -114,6 +114,8 @@ class Kubelet:
         self.settings = settings or KubeletSettings()
         self.targets = targets
         self._runs: dict[str, _PodRun] = {}  # by pod uid
+        self._runs_by_node: dict[str, dict[str, _PodRun]] = {}
+        self._runs_by_name: dict[tuple[str, str], _PodRun] = {}
         self._ips = _IPPool(self.settings.pod_cidr)
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -142,7 +144,8 @@ class Kubelet:
                 pass
         runs = list(self._runs.values())
         await asyncio.gather(*(self._stop_run(run, grace_s=5.0) for run in runs), return_exceptions=True)
-        self._runs.clear()
+        for run in runs:
+            self._forget(run.uid)
 
     def _on_event(self, event: Event) -> None:
         if event.key == PODS or event.key == NODES:
@@ -202,8 +205,10 @@ class Kubelet:
             self._not_ready_nodes.discard(name)
         else:
             self._not_ready_nodes.add(name)
-        for run in [r for r in self._runs.values() if r.node == name]:
-            self._update_status(run, ready=False if not ready else None, refresh=ready)
+        # like the node lifecycle controller: the pods' Ready condition follows the node,
+        # their containers' own readiness is kept for when the node is back
+        for run in list(self._runs_by_node.get(name, {}).values()):
+            self._update_status(run)
 
     # -- pods ------------------------------------------------------------------
 
@@ -213,7 +218,7 @@ class Kubelet:
         uid = meta["uid"]
         node = (pod.get("spec") or {}).get("nodeName")
         if event.type == "DELETED":
-            run = self._runs.pop(uid, None)
+            run = self._forget(uid)
             if run is not None:
                 asyncio.get_running_loop().create_task(self._stop_run(run, grace_s=0))
             return
@@ -241,7 +246,7 @@ class Kubelet:
         containers = spec.get("containers") or []
         triton = self.settings.mode == "process" and any(self._is_triton(c) for c in containers)
         run = _PodRun(meta["namespace"], meta["name"], meta["uid"], spec["nodeName"], self._ips.take(), gpus, triton)
-        self._runs[run.uid] = run
+        self._remember(run)
         if GPU_ANNOTATION not in (meta.get("annotations") or {}) and gpus:
             self._annotate_gpus(pod, gpus)
         if triton:
@@ -259,10 +264,9 @@ class Kubelet:
     def gpu_holders(self, node_name: str) -> dict[int, list[str]]:
         """GPU index -> the ``namespace/name`` of pods holding it on ``node_name``."""
         holders: dict[int, list[str]] = {}
-        for run in self._runs.values():
-            if run.node == node_name:
-                for index in run.gpus:
-                    holders.setdefault(index, []).append(f"{run.namespace}/{run.name}")
+        for run in self._runs_by_node.get(node_name, {}).values():
+            for index in run.gpus:
+                holders.setdefault(index, []).append(f"{run.namespace}/{run.name}")
         return holders
 
     def _assign_gpus(self, pod: dict[str, Any], node: dict[str, Any] | None) -> tuple[list[int], str | None]:
@@ -356,7 +360,7 @@ class Kubelet:
                 now_ready = await process.is_ready()
                 if now_ready != ready and not run.stopping.is_set():
                     ready = now_ready
-                    self._update_status(run, ready=ready and run.node not in self._not_ready_nodes)
+                    self._update_status(run, ready=ready)
                 await asyncio.wait({exited}, timeout=self.settings.probe_period_s)
             return exited.result()
         finally:
@@ -411,7 +415,7 @@ class Kubelet:
         self._publish_targets()
 
     def _finish_deletion(self, namespace: str, name: str, uid: str) -> None:
-        run = self._runs.pop(uid, None)
+        run = self._forget(uid)
         if run is not None:
             self._ips.give_back(run.ip)
         current = self.store.get(PODS, namespace, name)
@@ -428,8 +432,7 @@ class Kubelet:
 
     def _update_status(self, run: _PodRun, *, ready: bool | None = None, started: bool | None = None,
                        started_at: datetime | None = None, waiting: tuple[str, str] | None = None,
-                       terminated: tuple[int, datetime] | None = None, phase: str | None = None,
-                       refresh: bool = False) -> None:
+                       terminated: tuple[int, datetime] | None = None, phase: str | None = None) -> None:
         def change(status: dict[str, Any]) -> dict[str, Any]:
             pod = self.store.get(PODS, run.namespace, run.name)
             assert pod is not None
@@ -494,7 +497,7 @@ class Kubelet:
 
     async def read_logs(self, namespace: str, pod: str, container: str | None, follow: bool,
                         tail_lines: int | None, previous: bool) -> AsyncIterator[bytes]:
-        run = next((r for r in self._runs.values() if r.namespace == namespace and r.name == pod), None)
+        run = self._runs_by_name.get((namespace, pod))
         if run is None or not run.triton:
             if run is not None:
                 yield f"(pod {pod} runs without a process in the local cluster; it has no log)\n".encode()
@@ -513,7 +516,20 @@ class Kubelet:
             yield chunk
 
     def run_of(self, namespace: str, name: str) -> _PodRun | None:
-        return next((r for r in self._runs.values() if r.namespace == namespace and r.name == name), None)
+        return self._runs_by_name.get((namespace, name))
+
+    def _remember(self, run: _PodRun) -> None:
+        self._runs[run.uid] = run
+        self._runs_by_node.setdefault(run.node, {})[run.uid] = run
+        self._runs_by_name[(run.namespace, run.name)] = run
+
+    def _forget(self, uid: str) -> _PodRun | None:
+        run = self._runs.pop(uid, None)
+        if run is not None:
+            self._runs_by_node.get(run.node, {}).pop(uid, None)
+            if self._runs_by_name.get((run.namespace, run.name)) is run:
+                del self._runs_by_name[(run.namespace, run.name)]
+        return run
 
 
 async def _read_file(path: Path, tail_lines: int | None, follow: bool, run: _PodRun) -> AsyncIterator[bytes]:

@@ -177,7 +177,6 @@ _SCALARS: dict[str, tuple[Callable[[int, Any], Any], Any]] = {
     "int": (_int, 0),
     "uint": (_uint, 0),
     "float": (_float, 0.0),
-    "any": (lambda wire, value: None, None),
 }
 """Go scalar spelling -> (decoder, Go zero value as JSON)."""
 
@@ -352,7 +351,8 @@ class _Field:
     go_type: str
     omit: int
     shape: str
-    """scalar, pointer, slice, wrapped (named slice in a message), map, struct or inline."""
+    """scalar, bytes, pointer, slice, wrapped (a named slice in a message of its own),
+    map, struct, inline or pointer-inline (an embedded struct JSON flattens)."""
     element: str
     """The Go type of the value, of each item or of each map value."""
     key: str = ""
@@ -418,6 +418,12 @@ def _message(name: str) -> _Message | None:
     if rows is None:
         return None
     return _Message(name, {int(number): _compile_field(int(number), row) for number, row in rows.items()})
+
+
+def field_table(definition: str) -> dict[str, list[Any]]:
+    """The generated rows of one definition: field number -> [json_name, wire_kind,
+    repeated, map_wires, go_type, omit] (see scripts/generate-protobuf-fields.py)."""
+    return _tables()[definition]
 
 
 def known_definitions() -> frozenset[str]:

@@ -723,13 +723,18 @@ class Registry:
             defaults(self, obj, old)
 
     def allocate_cluster_ip(self) -> str:
-        return str(next(self._cluster_ips))
+        """The next free address of the service range, skipping those stored Services
+        hold (a cluster loaded from a state file has allocated some already)."""
+        used = {(svc.get("spec") or {}).get("clusterIP") for svc in self.store.items(("", "services"))}
+        while (ip := str(next(self._cluster_ips))) in used:
+            pass
+        return ip
 
 
 def _resource_version(value: Any) -> Any:
     """A resourceVersion a client sent to compare with the stored one. Versions are
     numbers here; anything else is a malformed request (400), not a conflict."""
-    if value in (None, "") or (isinstance(value, str) and value.isdigit()):
+    if value in (None, "") or (isinstance(value, str) and value.isascii() and value.isdigit()):
         return value
     raise bad_request(f'metadata.resourceVersion: Invalid value: "{value}": must be a resourceVersion the server '
                       "returned (an unsigned integer)")

@@ -411,10 +411,14 @@ class ApiServer:
         if request.content_length and request.content_length > self.settings.max_body_bytes:
             raise ApiError(413, "RequestEntityTooLarge",
                            f"Request entity too large: limit is {self.settings.max_body_bytes}")
-        raw = await request.content.read(self.settings.max_body_bytes + 1)
-        if len(raw) > self.settings.max_body_bytes:
-            raise ApiError(413, "RequestEntityTooLarge",
-                           f"Request entity too large: limit is {self.settings.max_body_bytes}")
+        chunks, size = [], 0
+        while chunk := await request.content.read(1 << 16):
+            size += len(chunk)
+            if size > self.settings.max_body_bytes:
+                raise ApiError(413, "RequestEntityTooLarge",
+                               f"Request entity too large: limit is {self.settings.max_body_bytes}")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         if not raw.strip():
             if optional:
                 return None

@@ -253,7 +253,8 @@ class Store:
     def check_rv_available(self, rv: int) -> None:
         """For paginated lists: a continue token older than the history is expired."""
         if rv < self._oldest_rv:
-            raise gone(rv, self._oldest_rv)
+            raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent "
+                           "list result. You can start a new list without the continue parameter.")
 
     # -- persistence ------------------------------------------------------------
 

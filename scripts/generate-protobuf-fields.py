@@ -358,14 +358,13 @@ class FieldEntry:
 @dataclass
 class StructTable:
     name: str
-    source: str
     fields: list[FieldEntry]
     json_only: list[str] = field(default_factory=list)
     """JSON fields without a protobuf tag (never on the wire)."""
 
 
 def struct_table(binary: GoBinary, address: int, name: str) -> StructTable | None:
-    table = StructTable(name, binary.image.path.name, [])
+    table = StructTable(name, [])
     for go_field in binary.fields(address):
         tags = parse_struct_tag(go_field.tag)
         json_name, *json_options = tags["json"].split(",") if "json" in tags else [go_field.name]
@@ -380,10 +379,6 @@ def struct_table(binary: GoBinary, address: int, name: str) -> StructTable | Non
         map_wires = None
         if "protobuf_key" in tags:
             map_wires = [tags["protobuf_key"].split(",")[0], tags["protobuf_val"].split(",")[0]]
-        if json_name == "-":
-            json_name = "-"
-        elif go_field.embedded and json_name == "":
-            json_name = ""
         role = "element" if label == "rep" else "wrapped"
         omit = ("omitempty" in json_options) * OMIT_EMPTY | ("omitzero" in json_options) * OMIT_ZERO
         table.fields.append(FieldEntry(int(number), json_name, wire, label == "rep", map_wires,
@@ -409,7 +404,7 @@ def collect(binaries: list[GoBinary]) -> dict[str, StructTable]:
         for entry in tables[name].fields:
             for referenced in referenced_structs(entry.go_type):
                 if referenced.startswith("io.k8s.") and referenced not in tables:
-                    tables[referenced] = StructTable(referenced, "empty", [])
+                    tables[referenced] = StructTable(referenced, [])
     return dict(sorted(tables.items()))
 
 
@@ -531,8 +526,7 @@ def closure(tables: dict[str, StructTable], roots: list[str]) -> list[str]:
 
 
 def served_definitions() -> list[str]:
-    sys.path.insert(0, str(ROOT))
-    from devcluster.resources import BUILTIN_RESOURCES  # noqa: PLC0415 (a repository-local import)
+    from trireme.devcluster.resources import BUILTIN_RESOURCES
     return [rt.definition for rt in BUILTIN_RESOURCES if rt.definition]
 
 
@@ -573,8 +567,8 @@ def main(argv: list[str] | None = None) -> int:
 
     required = closure(tables, served_definitions() + list(EXTRA_REQUIRED))
     required_problems = [p for name in required if name in definitions for p in verify(tables, definitions, name)]
-    required_problems += [f"{name}: no table" for name in required if name not in tables
-                          and name not in CUSTOM_ENCODINGS and name not in ("io.k8s.apimachinery.pkg.apis.meta.v1.Time",)]
+    required_problems += [f"{name}: no table" for name in required
+                          if name not in tables and name not in CUSTOM_ENCODINGS]
     print(f"served kinds and their types: {len(required)} definitions, "
           f"{len(required_problems)} problems", file=sys.stderr)
     if required_problems:

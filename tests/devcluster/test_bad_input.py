@@ -121,11 +121,6 @@ GADGETS = "/apis/" + GROUP + "/v1/namespaces/{ns}/gadgets"
 NOT_FOUND = "the server could not find the requested resource"
 
 
-BODY_READ_SHORT = pytest.mark.xfail(
-    reason="the server reads only the part of a request body that has arrived when it starts reading "
-           "(server.py _read_body: StreamReader.read(n) returns at most n bytes, not n bytes)", strict=False)
-
-
 @dataclass
 class Case:
     method: str
@@ -208,7 +203,7 @@ CASES = [
     pytest.param(Case("POST", CMS, 413, "RequestEntityTooLarge", ("too large", "limit is 3145728"), oversized),
                  id="oversized-body"),
     pytest.param(Case("POST", CMS, 413, "RequestEntityTooLarge", ("too large", "limit is 3145728"),
-                      oversized_chunks), id="oversized-chunked-body", marks=BODY_READ_SHORT),
+                      oversized_chunks), id="oversized-chunked-body"),
     pytest.param(Case("PATCH", CMS + "/target", 415, "UnsupportedMediaType",
                       ("unknown format", "application/merge-patch+json"), b'{"data": {}}', "text/plain"),
                  id="unsupported-patch-type"),
@@ -269,7 +264,6 @@ def test_bad_request_gets_a_status(ctx: Ctx, case: Case) -> None:
 
 @pytest.mark.parametrize("chunked", [pytest.param(False, id="content-length"),
                                      pytest.param(True, id="chunked")])
-@BODY_READ_SHORT
 def test_large_valid_body_is_accepted(ctx: Ctx, chunked: bool) -> None:
     """A body below the limit but larger than what one read of the socket returns."""
     name = f"large-{'chunked' if chunked else 'sized'}"

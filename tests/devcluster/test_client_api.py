@@ -311,3 +311,24 @@ def test_eviction_honours_disruption_budgets(api_client: client.ApiClient, core:
         core.create_namespaced_pod_eviction("e2", namespace, client.V1Eviction(
             metadata=client.V1ObjectMeta(name="e2", namespace=namespace)))
     assert err.value.status == 429 and "disruption budget" in err.value.body
+
+
+@pytest.mark.parametrize("gpus, scheduled", [
+    pytest.param(1, True, id="fits"),
+    pytest.param(99, False, id="too-many-gpus"),
+])
+def test_default_scheduler_binds_pods_that_fit(core: client.CoreV1Api, namespace: str, gpus: int,
+                                               scheduled: bool) -> None:
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ds"},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}})
+
+    def condition() -> Any:
+        pod = core.read_namespaced_pod("ds", namespace)
+        return next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
+    cond = wait_for(condition, what="a scheduling decision")
+    if scheduled:
+        assert cond.status == "True" and core.read_namespaced_pod("ds", namespace).spec.node_name
+    else:
+        assert cond.status == "False" and cond.reason == "Unschedulable" and "99 free nvidia.com/gpu" in cond.message

@@ -40,7 +40,6 @@ from trireme.devcluster.server import ApiServer
 from trireme.devcluster.store import Store
 
 CHART = Path(__file__).parent / "charts" / "hello"
-PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
 # -- a local API server that keeps the raw bodies it was sent --------------------------
@@ -62,7 +61,7 @@ class CaptureServer:
     bodies: list[Captured] = field(default_factory=list)
 
     def protobuf_bodies(self, since: int = 0) -> list[Captured]:
-        return [b for b in self.bodies[since:] if b.content_type == PROTOBUF]
+        return [b for b in self.bodies[since:] if b.content_type == protobuf.MEDIA_TYPE]
 
 
 def _capturing_server(registry: Registry, bodies: list[Captured]) -> ApiServer:
@@ -87,7 +86,9 @@ class _Replayed:
         self._raw = raw
 
     async def read(self, limit: int = -1) -> bytes:
-        return self._raw if limit < 0 else self._raw[:limit]
+        size = len(self._raw) if limit < 0 else limit
+        chunk, self._raw = self._raw[:size], self._raw[size:]
+        return chunk
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)
@@ -279,7 +280,7 @@ REQUIRED = sorted({rt.definition for rt in BUILTIN_RESOURCES if rt.definition} |
 
 def _json_names(name: str) -> set[str]:
     names: set[str] = set()
-    for row in protobuf._tables()[name].values():
+    for row in protobuf.field_table(name).values():
         json_name, go_type = row[0], row[4]
         if json_name == "":
             names |= _json_names(go_type.lstrip("*"))
@@ -417,7 +418,7 @@ def test_go_duration(nanoseconds: int, text: str) -> None:
 
 def _encode_struct(name: str, obj: dict[str, Any]) -> bytes:
     out = b""
-    for number, row in protobuf._tables()[name].items():
+    for number, row in protobuf.field_table(name).items():
         json_name, go_type = row[0], row[4].lstrip("*")
         if json_name == "":
             out += _bytes_field(int(number), _encode_struct(go_type, obj))
@@ -426,7 +427,7 @@ def _encode_struct(name: str, obj: dict[str, Any]) -> bytes:
             continue
         value = obj[json_name]
         if go_type.startswith("map["):
-            value_type = protobuf._split_map(go_type)[1]
+            value_type = go_type.removeprefix("map[string]")
             for key, item in value.items():
                 out += _bytes_field(int(number), _bytes_field(1, key.encode()) + _encode_value(2, value_type, item))
         elif go_type.startswith("[]"):
