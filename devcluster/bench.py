@@ -61,6 +61,8 @@ class BenchResult:
     rss_mib_full: float = 0.0
     fill_pods_per_s: float = 0.0
     kubectl_get_s: list[float] = field(default_factory=list)
+    kubectl_get_unpaged_s: list[float] = field(default_factory=list)
+    list_server_s: float = 0.0
     writes_per_s: float = 0.0
     write_latency_ms_p50: float = 0.0
     write_latency_ms_p99: float = 0.0
@@ -75,8 +77,12 @@ class BenchResult:
             ("memory, empty cluster (RSS)", f"{self.rss_mib_empty:,.0f} MiB", ""),
             ("memory, all pods running (RSS)", f"{self.rss_mib_full:,.0f} MiB", "target <= 2048 MiB"),
             ("pods created and bound over HTTP", f"{self.fill_pods_per_s:,.0f} /s", ""),
-            (f"kubectl get pods -A, {s.list_pods:,} pods (median of {len(self.kubectl_get_s)})",
-             f"{statistics.median(self.kubectl_get_s):.2f} s" if self.kubectl_get_s else "-", "target < 2 s"),
+            (f"kubectl get pods -A, {s.list_pods:,} pods, pages of 500 (median of {len(self.kubectl_get_s)})",
+             _median_s(self.kubectl_get_s), f"target < 2 s; {_client_throttle_s(s.list_pods):.1f} s of it is "
+             "kubectl's own rate limit"),
+            ("kubectl get pods -A --chunk-size=0 (one request)", _median_s(self.kubectl_get_unpaged_s),
+             "target < 2 s"),
+            ("  of which the server: all pages as Tables", f"{self.list_server_s:.2f} s", ""),
             (f"pod writes sustained (target {s.write_rate:.0f}/s, {s.write_seconds:.0f} s)",
              f"{self.writes_per_s:,.0f} /s", "target >= 500/s"),
             ("write latency p50 / p99", f"{self.write_latency_ms_p50:.1f} / {self.write_latency_ms_p99:.1f} ms", ""),
@@ -103,12 +109,13 @@ def _profile(nodes: int) -> dict[str, Any]:
         "cpu": "128", "memory": "1Ti", "maxPods": 110}]}
 
 
-def _pod(name: str, node: str) -> dict[str, Any]:
+def _pod(name: str, node: str, gpus: int = 1) -> dict[str, Any]:
+    resources = {"limits": {"nvidia.com/gpu": gpus}} if gpus else {"requests": {"cpu": "1", "memory": "2Gi"}}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": {"app": "bench", "trireme.io/service": name.rsplit("-", 1)[0]}},
             "spec": {"nodeName": node, "schedulerName": "trireme",
                      "containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
-                                     "resources": {"limits": {"nvidia.com/gpu": 1}},
+                                     "resources": resources,
                                      "ports": [{"containerPort": 8000, "name": "http"}]}]}}
 
 
@@ -148,7 +155,9 @@ async def _create_pods(session: aiohttp.ClientSession, url: str, first: int, las
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
-            body = _pod(f"svc{i // 8}-{i % 8}", f"gpu-{i % nodes:0{len(str(nodes - 1))}d}")
+            # one GPU each while the cluster has GPUs left (8 per node), then CPU-only pods
+            body = _pod(f"svc{i // 8}-{i % 8}", f"gpu-{i % nodes:0{len(str(nodes - 1))}d}",
+                        gpus=1 if i < nodes * 8 else 0)
             async with session.post(f"{url}/api/v1/namespaces/bench/pods", json=body) as response:
                 if response.status != 201:
                     raise RuntimeError(f"pod create failed: {response.status} {await response.text()}")
@@ -168,18 +177,49 @@ async def _wait_running(session: aiohttp.ClientSession, url: str, expected: int,
         running = len(data["items"]) + int(data["metadata"].get("remainingItemCount") or 0)
         if running >= expected:
             return
+        async with session.get(f"{url}/api/v1/namespaces/bench/pods",
+                               params={"fieldSelector": "status.phase=Failed", "limit": "1"}) as response:
+            failed = (await response.json())["items"]
+        if failed:
+            raise RuntimeError(f"pod {failed[0]['metadata']['name']} failed: {failed[0]['status'].get('message')}")
         await asyncio.sleep(0.5)
     raise TimeoutError(f"pods not running after {timeout_s}s")
 
 
-def _time_kubectl_get(kubeconfig: Path, expected: int, runs: int = 3) -> list[float]:
+def _client_throttle_s(pods: int, page: int = 500, burst: int = 10, qps: float = 5.0) -> float:
+    """The least time kubectl waits on its client-side rate limiter (client-go's default
+    5 requests/s after a burst of 10) to fetch ``pods`` in pages, whatever the server."""
+    pages = -(-pods // page)
+    return max(0, pages - burst) / qps
+
+
+def _median_s(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} s" if values else "-"
+
+
+async def _time_server_list(session: aiohttp.ClientSession, url: str) -> float:
+    """Server time to serve every page of ``kubectl get pods -A`` (Table, 500 per page)."""
+    headers = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+    started = time.monotonic()
+    token = ""
+    while True:
+        params = {"limit": "500", **({"continue": token} if token else {})}
+        async with session.get(f"{url}/api/v1/pods", params=params, headers=headers) as response:
+            data = await response.read()
+        token = json.loads(data)["metadata"].get("continue") or ""
+        if not token:
+            return time.monotonic() - started
+
+
+def _time_kubectl_get(kubeconfig: Path, expected: int, extra: tuple[str, ...] = (), runs: int = 3) -> list[float]:
     kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
     if kubectl is None:
         return []
     times = []
     for _ in range(runs):
         started = time.monotonic()
-        result = subprocess.run([kubectl, "get", "pods", "-A"], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        result = subprocess.run([kubectl, "get", "pods", "-A", *extra],
+                                env={**os.environ, "KUBECONFIG": str(kubeconfig)},
                                 capture_output=True, text=True, check=True)
         times.append(time.monotonic() - started)
         lines = result.stdout.count("\n") - 1
@@ -289,6 +329,8 @@ async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchRe
             await _wait_running(session, url, first)
             progress(f"timing kubectl get pods -A over {first:,} pods")
             result.kubectl_get_s = _time_kubectl_get(kubeconfig, first)
+            result.kubectl_get_unpaged_s = _time_kubectl_get(kubeconfig, first, ("--chunk-size=0",))
+            result.list_server_s = await _time_server_list(session, url)
             progress(f"writing {settings.write_rate:.0f}/s for {settings.write_seconds:.0f} s "
                      f"with {settings.watchers} watchers")
             await _write_test(session, url, settings, result)

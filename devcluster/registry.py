@@ -22,11 +22,11 @@ from typing import Any
 from .jsonutil import json_copy
 from . import crd as crdlib
 from . import patch as patchlib
-from .errors import ApiError, Cause, bad_request, invalid, not_found
+from .errors import ApiError, Cause, already_exists, bad_request, conflict, invalid, not_found
 from .resources import BUILTIN_RESOURCES, ResourceType
 from .selectors import (combine, field_predicate, label_key_problem, label_predicate, label_value_problem,
                         match_label_selector)
-from .store import Store, StoreKey, decode_continue, encode_continue
+from .store import Store, decode_continue, encode_continue
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -173,23 +173,21 @@ class Registry:
         items: list[Obj] = []
         next_token = None
         remaining = None
-        source = self.store.items(rt.store_key, namespace if rt.namespaced else None)
-        matched = 0
-        for obj in source:
-            meta = obj["metadata"]
-            okey = (meta.get("namespace", ""), meta["name"])
-            if start_after is not None and okey <= start_after:
-                continue
+        scope = namespace if rt.namespaced else None
+        more = False
+        for obj in self.store.items(rt.store_key, scope, after=start_after):
             if predicate is not None and not predicate(obj):
                 continue
             if limit and len(items) >= limit:
-                matched += 1
-                continue
+                more = True
+                break
             items.append(obj)
-        if limit and matched:
+        if more:
             last = items[-1]["metadata"]
-            next_token = encode_continue(list_rv, (last.get("namespace", ""), last["name"]))
-            remaining = matched
+            last_key = (last.get("namespace", ""), last["name"])
+            next_token = encode_continue(list_rv, last_key)
+            # kube-apiserver counts what is left only when no selector filters it
+            remaining = None if predicate is not None else self.store.count_after(rt.store_key, scope, last_key)
         if rt.crd_name and rt.version != rt.storage_version:
             items = [self._as_version(rt, o) for o in items]
         return ListResult(items, list_rv, next_token, remaining)
@@ -319,7 +317,6 @@ class Registry:
         self._apply_defaults(rt, obj, None)
         obj = self._validate(rt, obj, None, opts)
         if self.store.get(rt.store_key, namespace, meta["name"]) is not None:
-            from .errors import already_exists
             raise already_exists(rt.plural, meta["name"], rt.group)
         obj = patchlib.record_update(None, obj, opts.manager, self._now(), self._schema_lookup(rt))
         if opts.dry_run:
@@ -366,7 +363,6 @@ class Registry:
             raise not_found(rt.plural, name, rt.group)
         expect_rv = _resource_version(body_meta.get("resourceVersion")) if check_rv else None
         if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
-            from .errors import conflict
             raise conflict(rt.plural, name, "the object has been modified; please apply your changes to the "
                            "latest version and try again", rt.group)
         return self._write(rt, old, body, opts, subresource, expect_rv)
@@ -491,7 +487,6 @@ class Registry:
             raise bad_request("metadata must be an object")
         expect_rv = _resource_version(meta.get("resourceVersion"))
         if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
-            from .errors import conflict
             raise conflict(rt.plural, old["metadata"]["name"], "the object has been modified; please apply your "
                            "changes to the latest version and try again", rt.group)
         return self._write(rt, old, result, opts, subresource, None, record_managed=not managed_set)
@@ -515,11 +510,9 @@ class Registry:
             raise not_found(rt.plural, name, rt.group)
         meta = old["metadata"]
         if opts.precondition_uid and opts.precondition_uid != meta.get("uid"):
-            from .errors import conflict
             raise conflict(rt.plural, name, f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
                            f"UID in object meta: {meta.get('uid')}", rt.group)
         if _resource_version(opts.precondition_rv) and opts.precondition_rv != meta.get("resourceVersion"):
-            from .errors import conflict
             raise conflict(rt.plural, name, "Precondition failed: ResourceVersion in precondition: "
                            f"{opts.precondition_rv}, ResourceVersion in object meta: {meta.get('resourceVersion')}",
                            rt.group)
@@ -631,7 +624,6 @@ class Registry:
             raise not_found(rt.plural, name, rt.group)
         expect = (scale.get("metadata") or {}).get("resourceVersion")
         if expect and expect != old["metadata"]["resourceVersion"]:
-            from .errors import conflict
             raise conflict(rt.plural, name, "the object has been modified; please apply your changes to the "
                            "latest version and try again", rt.group)
         crdv = self.crd_version(rt)
@@ -659,13 +651,10 @@ class Registry:
                                                   'supported values: "Node"', "FieldValueNotSupported")])
         uid = ((binding.get("metadata") or {}).get("uid"))
         if uid and uid != pod["metadata"]["uid"]:
-            from .errors import conflict
             raise conflict("pods", name, "the UID in the binding does not match the pod's")
         if pod["metadata"].get("deletionTimestamp"):
-            from .errors import conflict
             raise conflict("pods", name, "the pod is being deleted")
         if (pod.get("spec") or {}).get("nodeName"):
-            from .errors import conflict
             raise conflict("pods", name, f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
         if self.store.get(("", "nodes"), "", node_name) is None:
             raise not_found("nodes", node_name)
@@ -850,18 +839,9 @@ def _default_deployment(registry: Registry, deploy: Obj, old: Obj | None) -> Non
                                      "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
 
 
-def _default_service_account(registry: Registry, sa: Obj, old: Obj | None) -> None:
-    return None
-
-
 _DEFAULTERS: dict[str, Callable[[Registry, Obj, Obj | None], None]] = {
     "Pod": _default_pod,
     "Service": _default_service,
     "Namespace": _default_namespace,
     "Deployment": _default_deployment,
-    "ServiceAccount": _default_service_account,
 }
-
-
-def store_key_of(rt: ResourceType) -> StoreKey:
-    return rt.store_key

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import collections
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
+_LAST = "\U0010ffff"  # sorts after every name
 StoreKey = tuple[str, str]
 """(API group, plural resource name): objects of all versions of a kind share one key."""
 ObjectKey = tuple[str, str]
@@ -120,6 +122,7 @@ class Store:
         self.settings = settings or StoreSettings()
         self._rv = 0
         self._objects: dict[StoreKey, dict[ObjectKey, dict[str, Any]]] = collections.defaultdict(dict)
+        self._sorted: dict[StoreKey, list[ObjectKey]] = {}
         self._history: collections.deque[Event] = collections.deque(maxlen=self.settings.history_size)
         self._oldest_rv = 0  # history holds every event with rv > _oldest_rv
         self._watchers: dict[StoreKey, set[Watcher]] = collections.defaultdict(set)
@@ -135,12 +138,37 @@ class Store:
     def get(self, key: StoreKey, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects[key].get((namespace, name))
 
-    def items(self, key: StoreKey, namespace: str | None = None) -> Iterator[dict[str, Any]]:
-        """Objects of a resource in (namespace, name) order, optionally of one namespace."""
+    def _sorted_keys(self, key: StoreKey) -> list[ObjectKey]:
+        """The object keys of a resource in order, kept until an object is added or removed."""
+        keys = self._sorted.get(key)
+        if keys is None:
+            keys = self._sorted[key] = sorted(self._objects.get(key, {}))
+        return keys
+
+    def _key_range(self, key: StoreKey, namespace: str | None, after: ObjectKey | None) -> tuple[list[ObjectKey], int, int]:
+        keys = self._sorted_keys(key)
+        lo, hi = 0, len(keys)
+        if namespace is not None:
+            lo, hi = bisect.bisect_left(keys, (namespace, "")), bisect.bisect_right(keys, (namespace, _LAST))
+        if after is not None:
+            lo = max(lo, bisect.bisect_right(keys, after))
+        return keys, lo, hi
+
+    def items(self, key: StoreKey, namespace: str | None = None,
+              after: ObjectKey | None = None) -> Iterator[dict[str, Any]]:
+        """Objects of a resource in (namespace, name) order, optionally of one namespace
+        and only those after the key ``after`` (where a list page left off)."""
         bucket = self._objects.get(key, {})
-        for okey in sorted(bucket):
-            if namespace is None or okey[0] == namespace:
-                yield bucket[okey]
+        keys, lo, hi = self._key_range(key, namespace, after)
+        for index in range(lo, hi):
+            obj = bucket.get(keys[index])
+            if obj is not None:  # deleted while a caller iterates
+                yield obj
+
+    def count_after(self, key: StoreKey, namespace: str | None, after: ObjectKey) -> int:
+        """How many objects follow ``after`` (in one namespace if given)."""
+        _, lo, hi = self._key_range(key, namespace, after)
+        return hi - lo
 
     def count(self, key: StoreKey) -> int:
         return len(self._objects.get(key, {}))
@@ -178,6 +206,7 @@ class Store:
             raise ApiError(409, "AlreadyExists", f'{key[1]} "{meta["name"]}" already exists')
         stored = self._stamp(obj)
         self._objects[key][okey] = stored
+        self._sorted.pop(key, None)
         self._commit("ADDED", key, stored, None)
         return stored
 
@@ -201,6 +230,7 @@ class Store:
         old = self._objects[key].pop((namespace, name), None)
         if old is None:
             raise ApiError(404, "NotFound", f'{key[1]} "{name}" not found')
+        self._sorted.pop(key, None)
         last = self._stamp(old)
         self._commit("DELETED", key, last, old)
         return last
@@ -275,6 +305,7 @@ class Store:
         data = json.loads(path.read_text())
         self._rv = int(data["resourceVersion"])
         self._oldest_rv = self._rv
+        self._sorted.clear()
         for bucket in data["objects"]:
             key = (bucket["group"], bucket["resource"])
             for obj in bucket["items"]:

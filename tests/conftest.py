@@ -48,7 +48,7 @@ def kubeconfig(background_cluster: object) -> Path:
 
 @pytest.fixture(scope="session")
 def api_client(kubeconfig: Path) -> Iterator[object]:
-    from kubernetes import client, config
+    from kubernetes import config
 
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:

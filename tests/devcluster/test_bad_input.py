@@ -11,7 +11,6 @@ BadRequest, as the fix proposed upstream does, so that clients do not retry.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from trireme.devcluster.testing import wait_for
 
 Obj = dict[str, Any]
 Run = Callable[..., Any]
@@ -27,17 +27,6 @@ GROUP = "badinput.example.com"
 CRD_NAME = f"gadgets.{GROUP}"
 JSON = "application/json"
 YAML = "application/yaml"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from kubernetes import client, config
 from trireme.devcluster.background import BackgroundCluster
 from trireme.devcluster.cluster import ClusterSettings
 from trireme.devcluster.kubelet import CONDITION_ANNOTATION, KubeletSettings
+from trireme.devcluster.testing import wait_for
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -40,17 +40,6 @@ pools:
     memory: 32Gi
 """
 UNREACHABLE = "node.kubernetes.io/unreachable"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

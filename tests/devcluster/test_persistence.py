@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import requests
 from trireme.devcluster.background import BackgroundCluster
 from trireme.devcluster.cluster import ClusterSettings
 from trireme.devcluster.kubelet import KubeletSettings
+from trireme.devcluster.testing import wait_for
 
 Obj = dict[str, Any]
 
@@ -42,17 +42,6 @@ PATHS = {
     "sprocket": f"/apis/{GROUP}/v1/namespaces/{NS}/sprockets/s1",
     "service": f"/api/v1/namespaces/{NS}/services/svc",
 }
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def settings(state: Path, work: Path) -> ClusterSettings:

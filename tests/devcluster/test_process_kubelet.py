@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,20 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from trireme.devcluster.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -336,7 +336,8 @@ def page_through(registry: Registry, rt: Any, limit: int, selector: str | None =
         if result.continue_token is None:
             assert result.remaining is None
             return pages
-        assert result.remaining is not None and result.remaining > 0
+        # like kube-apiserver, what is left is counted only when no selector filters the list
+        assert (result.remaining is None) if selector else (result.remaining is not None and result.remaining > 0)
         token = result.continue_token
         if between_pages is not None:
             between_pages(len(pages))
