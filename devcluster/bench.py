@@ -168,20 +168,17 @@ async def _create_pods(session: aiohttp.ClientSession, url: str, first: int, las
     return (last - first) / (time.monotonic() - started)
 
 
-async def _wait_running(session: aiohttp.ClientSession, url: str, expected: int, timeout_s: float = 600) -> None:
+async def _wait_running(session: aiohttp.ClientSession, url: str, timeout_s: float = 600) -> None:
+    """Wait until no pod of the benchmark is anything but Running (a Failed one is an error)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         async with session.get(f"{url}/api/v1/namespaces/bench/pods",
-                               params={"fieldSelector": "status.phase=Running", "limit": "1"}) as response:
-            data = await response.json()
-        running = len(data["items"]) + int(data["metadata"].get("remainingItemCount") or 0)
-        if running >= expected:
+                               params={"fieldSelector": "status.phase!=Running", "limit": "1"}) as response:
+            waiting = (await response.json())["items"]
+        if not waiting:
             return
-        async with session.get(f"{url}/api/v1/namespaces/bench/pods",
-                               params={"fieldSelector": "status.phase=Failed", "limit": "1"}) as response:
-            failed = (await response.json())["items"]
-        if failed:
-            raise RuntimeError(f"pod {failed[0]['metadata']['name']} failed: {failed[0]['status'].get('message')}")
+        if waiting[0]["status"].get("phase") == "Failed":
+            raise RuntimeError(f"pod {waiting[0]['metadata']['name']} failed: {waiting[0]['status'].get('message')}")
         await asyncio.sleep(0.5)
     raise TimeoutError(f"pods not running after {timeout_s}s")
 
@@ -326,7 +323,7 @@ async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchRe
             first = min(settings.list_pods, settings.pods)
             progress(f"creating {first:,} bound pods")
             rate = await _create_pods(session, url, 0, first, settings.nodes, settings.concurrency, progress)
-            await _wait_running(session, url, first)
+            await _wait_running(session, url)
             progress(f"timing kubectl get pods -A over {first:,} pods")
             result.kubectl_get_s = _time_kubectl_get(kubeconfig, first)
             result.kubectl_get_unpaged_s = _time_kubectl_get(kubeconfig, first, ("--chunk-size=0",))
@@ -339,7 +336,7 @@ async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchRe
                 rate2 = await _create_pods(session, url, first, settings.pods, settings.nodes,
                                            settings.concurrency, progress)
                 rate = (rate * first + rate2 * (settings.pods - first)) / settings.pods
-                await _wait_running(session, url, settings.pods)
+                await _wait_running(session, url)
             result.fill_pods_per_s = rate
             result.rss_mib_full = _rss_mib(process.pid)
     finally:
