@@ -286,10 +286,18 @@ class Controllers:
             if _schedulable(node, pod) and free - used[node["metadata"]["name"]] >= wanted:
                 binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                            "target": {"kind": "Node", "name": node["metadata"]["name"]}}
-                self.registry.bind(namespace, name, binding, WriteOptions(manager="default-scheduler"))
+                self.registry.bind(namespace, name, binding, WriteOptions(manager=DEFAULT_SCHEDULER))
+                self._event(pod, "Scheduled", f"Successfully assigned {namespace}/{name} to "
+                                  f"{node['metadata']['name']}")
                 return
         self._mark_unschedulable(pod, wanted)
         self._retry_later(("schedule", (namespace, name)))
+
+    def _event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        try:
+            self.registry.record_event(pod, reason, message, DEFAULT_SCHEDULER, type_)
+        except ApiError as exc:  # best effort, as for kube-scheduler
+            log.debug("event %s not recorded: %s", reason, exc)
 
     def _mark_unschedulable(self, pod: dict[str, Any], wanted: int) -> None:
         nodes = self.store.count(NODES)
@@ -300,6 +308,7 @@ class Controllers:
                    None)
         if old is not None and old.get("message") == message:
             return
+        self._event(pod, "FailedScheduling", message, "Warning")
         conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                            "lastProbeTime": None, "lastTransitionTime": _transition_time({}, False)})
         rt = self.registry.resolve("", "v1", "pods")

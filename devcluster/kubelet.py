@@ -13,6 +13,7 @@ node conditions, and lists running Triton pods for Prometheus.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import os
@@ -73,15 +74,23 @@ class KubeletSettings:
 
 
 class _IPPool:
+    """Pod IPs: each address is held by one pod at a time. Giving one back twice is
+    harmless, so every path that ends a pod may release its address."""
+
     def __init__(self, cidr: str):
         self._hosts = ipaddress.ip_network(cidr).hosts()
-        self._free: list[str] = []
+        self._free: collections.deque[str] = collections.deque()
+        self._in_use: set[str] = set()
 
     def take(self) -> str:
-        return self._free.pop() if self._free else str(next(self._hosts))
+        ip = self._free.popleft() if self._free else str(next(self._hosts))
+        self._in_use.add(ip)
+        return ip
 
     def give_back(self, ip: str) -> None:
-        self._free.insert(0, ip)  # reuse the oldest freed address last
+        if ip in self._in_use:
+            self._in_use.discard(ip)
+            self._free.append(ip)  # reused last, after every never-used address
 
 
 @dataclass
@@ -301,10 +310,24 @@ class Kubelet:
                              {**current, "metadata": {**current["metadata"], "annotations": annotations}},
                              WriteOptions(manager=_KUBELET), check_rv=False)
 
+    def _event(self, run: _PodRun, reason: str, message: str, type_: str = "Normal") -> None:
+        pod = self.store.get(PODS, run.namespace, run.name)
+        if pod is not None:
+            self._record_event(pod, reason, message, type_)
+
+    def _record_event(self, pod: dict[str, Any], reason: str, message: str, type_: str) -> None:
+        """Events are best effort, as for a real kubelet: one that cannot be written
+        (its namespace is being deleted) never stops the pod's lifecycle."""
+        try:
+            self.registry.record_event(pod, reason, message, _KUBELET, type_)
+        except ApiError as exc:
+            log.debug("event %s for pod %s not recorded: %s", reason, pod["metadata"]["name"], exc)
+
     def _fail_admission(self, pod: dict[str, Any], message: str) -> None:
         self._write_status(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"],
                            lambda status: {**status, "phase": "Failed", "reason": "UnexpectedAdmissionError",
                                            "message": message})
+        self._record_event(pod, "UnexpectedAdmissionError", message, "Warning")
 
     # simulated containers
 
@@ -321,6 +344,7 @@ class Kubelet:
             repositories, args = self._triton_args(pod, container)
         except ValueError as exc:
             self._update_status(run, waiting=("CreateContainerConfigError", str(exc)))
+            self._event(run, "Failed", f"Error: {exc}", "Warning")
             return
         policy = pod["spec"].get("restartPolicy", "Always")
         backoff = self.settings.backoff_initial_s
@@ -331,6 +355,8 @@ class Kubelet:
             run.process = TritonProcess([Path(r) for r in repositories], run.ip, log_path, extra_args=args,
                                         settings=self.settings.triton, env=env)
             await run.process.start()
+            self._event(run, "Started", f"Started container {container['name']} (tritonserver on {run.ip}, "
+                        f"GPUs {','.join(map(str, run.gpus)) or 'none'})")
             started_at = datetime.now(timezone.utc)
             self._update_status(run, started=True, ready=False, started_at=started_at)
             self._publish_targets()
@@ -342,6 +368,8 @@ class Kubelet:
                 self._update_status(run, phase="Succeeded" if exit_code == 0 else "Failed")
                 return
             run.restarts += 1
+            self._event(run, "BackOff", f"Back-off {backoff:.0f}s restarting failed container {container['name']} "
+                        f"(exit code {exit_code})", "Warning")
             self._update_status(run, waiting=("CrashLoopBackOff", f"back-off {backoff:.0f}s restarting failed "
                                               f"container={container['name']} pod={run.name}"))
             try:
@@ -396,6 +424,8 @@ class Kubelet:
 
     async def _terminate(self, run: _PodRun, grace_s: float) -> None:
         self._update_status(run, ready=False)
+        if run.triton:
+            self._event(run, "Killing", f"Stopping container (grace period {grace_s:.0f}s)")
         await self._stop_run(run, grace_s)
         self._finish_deletion(run.namespace, run.name, run.uid)
 
@@ -410,14 +440,11 @@ class Kubelet:
                 log.exception("stopping Triton of pod %s/%s", run.namespace, run.name)
         if run.task is not None and not run.task.done():
             run.task.cancel()
-        if self._runs.get(run.uid) is run or run.uid not in self._runs:
-            self._ips.give_back(run.ip)
+        self._ips.give_back(run.ip)
         self._publish_targets()
 
     def _finish_deletion(self, namespace: str, name: str, uid: str) -> None:
-        run = self._forget(uid)
-        if run is not None:
-            self._ips.give_back(run.ip)
+        self._forget(uid)  # its process, if any, has stopped and released the pod IP
         current = self.store.get(PODS, namespace, name)
         if current is None or current["metadata"]["uid"] != uid:
             return

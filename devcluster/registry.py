@@ -711,6 +711,29 @@ class Registry:
         if defaults is not None:
             defaults(self, obj, old)
 
+    def record_event(self, involved: Obj, reason: str, message: str, component: str, type_: str = "Normal") -> None:
+        """A core/v1 Event about ``involved``, as the cluster's own components write them
+        (``kubectl describe`` lists them). Repeats of the same reason and message on the
+        same object bump ``count`` instead of adding another Event."""
+        meta = involved["metadata"]
+        namespace = meta.get("namespace") or "default"
+        rt = self.resolve("", "v1", "events")
+        name = f"{meta['name']}.{uuid.uuid5(uuid.NAMESPACE_OID, meta['uid'] + reason + message).hex[:16]}"
+        now = self._now()
+        existing = self.store.get(rt.store_key, namespace, name)
+        if existing is not None:
+            self.update(rt, namespace, name, {**existing, "count": int(existing.get("count", 1)) + 1,
+                                              "lastTimestamp": now}, WriteOptions(manager=component), check_rv=False)
+            return
+        event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": namespace},
+                 "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+                                    "name": meta["name"], "namespace": meta.get("namespace"), "uid": meta["uid"],
+                                    "resourceVersion": meta.get("resourceVersion")},
+                 "reason": reason, "message": message, "type": type_, "count": 1,
+                 "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now,
+                 "reportingComponent": component, "reportingInstance": component}
+        self.create(rt, namespace, event, WriteOptions(manager=component))
+
     def allocate_cluster_ip(self) -> str:
         """The next free address of the service range, skipping those stored Services
         hold (a cluster loaded from a state file has allocated some already)."""

@@ -316,7 +316,10 @@ def test_default_scheduler_binds_pods_that_fit(core: client.CoreV1Api, namespace
         pod = core.read_namespaced_pod("ds", namespace)
         return next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
     cond = wait_for(condition, what="a scheduling decision")
+    reasons = [e.reason for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=ds").items]
     if scheduled:
         assert cond.status == "True" and core.read_namespaced_pod("ds", namespace).spec.node_name
+        assert reasons == ["Scheduled"]
     else:
         assert cond.status == "False" and cond.reason == "Unschedulable" and "99 free nvidia.com/gpu" in cond.message
+        assert reasons == ["FailedScheduling"]

@@ -102,6 +102,10 @@ def test_triton_pod_lifecycle(triton_pod: tuple[str, str], kubectl: Callable[...
     second_pid = background_cluster.call(lambda: background_cluster.cluster.kubelet.run_of(ns, name).process.pid)
     assert second_pid != first_pid and process_alive(second_pid)
 
+    # what happened is told as Events, as kubectl describe shows them
+    described = kubectl("describe", "pod", name, "-n", ns).stdout
+    assert "Started" in described and "BackOff" in described
+
     # deleting the pod stops the server and its python stub
     kubectl("delete", "pod", name, "-n", ns, "--timeout=60s", timeout=70)
     wait_for(lambda: not process_alive(second_pid), timeout=30, what="tritonserver to exit")
