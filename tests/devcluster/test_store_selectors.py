@@ -439,13 +439,3 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     store.save(tmp_path / "state.json")
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
-
-def test_pod_ip_released_twice_is_still_handed_out_once() -> None:
-    from trireme.devcluster.kubelet import _IPPool
-
-    pool = _IPPool("127.1.0.0/29")
-    first = pool.take()
-    pool.give_back(first)
-    pool.give_back(first)  # both ends of a pod's life release it
-    taken = [pool.take() for _ in range(4)]
-    assert len(set(taken)) == 4 and taken.count(first) == 1
