@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from .aio import interrupt
 from .cluster import free_port
 
 
@@ -340,12 +340,7 @@ async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchRe
             result.fill_pods_per_s = rate
             result.rss_mib_full = _rss_mib(process.pid)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process, timeout_s=60)
         shutil.rmtree(work, ignore_errors=True)
     return result
 

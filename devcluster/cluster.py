@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from .aio import cancel_and_wait
 from .controllers import Controllers
 from .errors import ApiError
 from .kubelet import Kubelet, KubeletSettings
@@ -196,8 +197,7 @@ class LocalCluster:
     async def stop(self) -> None:
         """Stop everything this cluster started; safe to call twice."""
         for task in (self._saver, self._gc_freezer):
-            if task is not None:
-                task.cancel()
+            await cancel_and_wait(task)
         self._saver = self._gc_freezer = None
         if self._runner is not None:
             await self._runner.cleanup()

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from .aio import cancel_and_wait
 from .errors import ApiError
 from .registry import DeleteOptions, Registry, WriteOptions
 from .selectors import match_label_selector
@@ -120,12 +121,7 @@ class Controllers:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="devcluster-controllers")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .aio import cancel_and_wait
 from .errors import ApiError
 from .prometheus import PodTarget, TargetsFile
 from .registry import DeleteOptions, Registry, WriteOptions, rfc3339
@@ -145,12 +146,7 @@ class Kubelet:
 
     async def stop(self) -> None:
         """Stop every process (SIGTERM with the pods' grace, capped) and the kubelet."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         runs = list(self._runs.values())
         await asyncio.gather(*(self._stop_run(run, grace_s=5.0) for run in runs), return_exceptions=True)
         for run in runs:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trireme.devcluster.aio import interrupt
 from trireme.devcluster.testing import wait_for
 
 CRD = {
@@ -65,12 +65,7 @@ def operator_process(kubeconfig: Path, kubectl: Callable[..., Any], tmp_path: Pa
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process, timeout_s=20)
         log.close()
 
 
