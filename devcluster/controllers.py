@@ -30,7 +30,12 @@ PDBS: StoreKey = ("policy", "poddisruptionbudgets")
 NAMESPACES: StoreKey = ("", "namespaces")
 NODES: StoreKey = ("", "nodes")
 
-_MANAGER = WriteOptions(manager="devcluster-controller-manager")
+CONTROLLER_MANAGER = "devcluster-controller-manager"
+
+
+def _as_controller() -> WriteOptions:
+    """Options for a controller's write (fresh each time: writes collect warnings)."""
+    return WriteOptions(manager=CONTROLLER_MANAGER)
 DEFAULT_SCHEDULER = "default-scheduler"
 
 
@@ -220,7 +225,7 @@ class Controllers:
         if rt is None:
             return
         try:
-            self.registry.update(rt, meta.get("namespace", ""), meta["name"], {**obj, "metadata": meta}, _MANAGER,
+            self.registry.update(rt, meta.get("namespace", ""), meta["name"], {**obj, "metadata": meta}, _as_controller(),
                                  check_rv=False)
         except ApiError as exc:
             if exc.code != 404:
@@ -332,9 +337,9 @@ class Controllers:
                                  "labels": svc["metadata"].get("labels") or {}},
                     "subsets": subsets}
             if current is None:
-                self.registry.create(ep_rt, namespace, body, _MANAGER)
+                self.registry.create(ep_rt, namespace, body, _as_controller())
             elif current.get("subsets") != subsets:
-                self.registry.update(ep_rt, namespace, name, {**current, "subsets": subsets}, _MANAGER,
+                self.registry.update(ep_rt, namespace, name, {**current, "subsets": subsets}, _as_controller(),
                                      check_rv=False)
 
     def _sync_pdbs(self, namespace: str) -> None:
@@ -363,7 +368,7 @@ class Controllers:
             if disrupted:
                 status["disruptedPods"] = disrupted
             if status != old_status:
-                self.registry.update(rt, namespace, pdb["metadata"]["name"], {**pdb, "status": status}, _MANAGER,
+                self.registry.update(rt, namespace, pdb["metadata"]["name"], {**pdb, "status": status}, _as_controller(),
                                      subresource="status", check_rv=False)
 
 
