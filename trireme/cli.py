@@ -1,8 +1,9 @@
 """The ``trireme`` command: one entry point for everything a user runs.
 
 Subcommands are grouped by what they act on; ``devcluster`` runs the local
-cluster. Later parts of Trireme (the operator, benchmarks, CRD generation) add
-their own subcommands here.
+cluster, ``crds`` writes the CustomResourceDefinitions generated from the API
+models. Later parts of Trireme (the operator, benchmarks) add their own
+subcommands here.
 """
 
 from __future__ import annotations
@@ -82,6 +83,24 @@ def _bench_devcluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crds(args: argparse.Namespace) -> int:
+    from trireme.operator.crdgen import SchemaError, stale_files, write_crds
+
+    also = [Path(args.chart_crds_dir)]
+    try:
+        if args.check:
+            stale = stale_files(Path(args.output_dir), also)
+            for path in stale:
+                print(f"{path} is out of date: run `trireme crds`", file=sys.stderr)
+            return 1 if stale else 0
+        for path in write_crds(Path(args.output_dir), also):
+            print(f"wrote {path}")
+    except SchemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trireme", description="Run NVIDIA Triton fleets on Kubernetes GPU clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -121,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev_bench.add_argument("--seconds", type=float, default=20, help="length of the write test (default 20)")
     dev_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     dev_bench.set_defaults(func=_bench_devcluster)
+
+    crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
+    crds.add_argument("--output-dir", default="crds", help="folder to write them to (default crds/)")
+    crds.add_argument("--chart-crds-dir", default="charts/trireme/crds",
+                      help="also write them here when the folder exists (default charts/trireme/crds/)")
+    crds.add_argument("--check", action="store_true",
+                      help="write nothing; exit 1 when a written file differs from the models")
+    crds.set_defaults(func=_crds)
     return parser
 
 
