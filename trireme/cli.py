@@ -156,8 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        return int(args.func(args))
+        try:
+            return int(args.func(args))
+        except ModuleNotFoundError as exc:
+            if exc.name not in _DEVCLUSTER_MODULES:
+                raise
+            print(f"error: the local cluster needs packages that are not installed ({exc.name}): "
+                  "pip install 'trireme[devcluster]'", file=sys.stderr)
+            return 2
     return 130
+
+
+_DEVCLUSTER_MODULES = {"orjson", "fastjsonschema", "jsonpatch", "kubernetes_validate", "celpy", "pytriton", "numpy"}
+"""Top-level modules of the ``devcluster`` extra (see pyproject.toml)."""
 
 
 if __name__ == "__main__":
