@@ -101,6 +101,23 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from trireme.operator.handlers import run
+    from trireme.operator.settings import OperatorSettings
+
+    try:
+        settings = OperatorSettings.from_sources(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.log_level:
+        logging.getLogger().setLevel(args.log_level.upper())
+    if not args.verbose and args.log_level != "debug":  # kopf reports every timer run at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    asyncio.run(run(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trireme", description="Run NVIDIA Triton fleets on Kubernetes GPU clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -140,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev_bench.add_argument("--seconds", type=float, default=20, help="length of the write test (default 20)")
     dev_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     dev_bench.set_defaults(func=_bench_devcluster)
+
+    from trireme.operator.settings import add_arguments
+
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    add_arguments(run)
+    run.set_defaults(func=_run)
 
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--output-dir", default="crds", help="folder to write them to (default crds/)")

@@ -378,7 +378,7 @@ def test_operator_knows_its_pod_from_the_downward_api(render: Callable[..., list
 
 
 @pytest.mark.parametrize("args, field, expected", [
-    pytest.param((), "spec.replicas", 2, id="two-replicas-by-default"),
+    pytest.param((), "spec.replicas", 1, id="one-replica-by-default"),
     pytest.param(("--set", "replicas=3"), "spec.replicas", 3, id="replicas"),
     pytest.param((), "spec.template.spec.serviceAccountName", RELEASE, id="service-account"),
     pytest.param((), "spec.template.spec.containers.0.image", "trireme:0.1.0", id="image-is-app-version"),
@@ -555,7 +555,7 @@ def test_helm_install_onto_the_local_cluster(helm: Run, kubectl: Run, fresh_name
         kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=20s")
         kubectl("get", "tis", "--namespace", namespace)
         deployment = json.loads(kubectl("get", "deployment", release, "-n", namespace, "-o", "json").stdout)
-        assert deployment["spec"]["replicas"] == 2
+        assert deployment["spec"]["replicas"] == 1
         assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
         kubectl("get", "serviceaccount", release, "-n", namespace)
         kubectl("get", "service", f"{release}-metrics", "-n", namespace)

@@ -1,0 +1,305 @@
+"""What an InferenceService should look like in the cluster, as plain objects.
+
+The functions here turn a parsed InferenceService into the pods, Service and
+PodDisruptionBudget it owns, compare desired pods with existing ones, and compute
+the status to report. They do no I/O, so the handlers stay thin and every rule is
+tested with tables; the handlers only send what these functions return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from trireme.operator.api import (API_VERSION, KIND, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT,
+                                  ConditionStatus, ConditionType, InferenceService)
+from trireme.scheduler.snapshot import GPU_ANNOTATION, GPU_RESOURCE, gpu_indices
+
+FIELD_MANAGER = "trireme"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "trireme"
+SERVICE_LABEL = "serving.trireme.io/service"
+REPLICA_LABEL = "serving.trireme.io/replica"
+STAGE_LABEL = "serving.trireme.io/stage"
+PRODUCTS_ANNOTATION = "serving.trireme.io/gpu-products"
+"""Pod annotation listing the GPU products the pod accepts ("A,B"); absent means any."""
+SHARE_ANNOTATION = "serving.trireme.io/gpu-share"
+"""Pod annotation with the share of one GPU the pod needs (a fraction or an amount of memory)."""
+MODELS_MOUNT = "/models"
+MODELS_VOLUME = "model-repository"
+CONTAINER = "triton"
+
+
+# -- names and labels ------------------------------------------------------------------------------------
+
+
+def pod_name(service: str, replica: int, stage: int = 0, stages: int = 1) -> str:
+    """Stable pod name: ``<service>-r<replica>``, with ``-p<stage>`` when a replica has several stages."""
+    return f"{service}-r{replica}" + (f"-p{stage}" if stages > 1 else "")
+
+
+def selector_labels(service: str) -> dict[str, str]:
+    """Labels that select every pod of ``service``."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, SERVICE_LABEL: service}
+
+
+def selector_string(service: str) -> str:
+    """The selector in string form (status.selector, for the scale subresource)."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(service).items())
+
+
+def endpoint(service: str, namespace: str) -> str:
+    """In-cluster HTTP endpoint of the service."""
+    return f"{service}.{namespace}.svc:{TRITON_HTTP_PORT}"
+
+
+def owner_reference(tis: InferenceService) -> dict[str, Any]:
+    """The controller owner reference that lets garbage collection remove what a service owns."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": tis.metadata.name, "uid": tis.metadata.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(tis: InferenceService, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {"name": name, "namespace": tis.metadata.namespace,
+            "labels": {**selector_labels(tis.metadata.name or ""), **(labels or {})},
+            "ownerReferences": [owner_reference(tis)]}
+
+
+# -- pods ------------------------------------------------------------------------------------------------
+
+
+def model_repository(uri: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``--model-repository`` value for ``uri`` with the volumes and mounts it needs.
+
+    Local paths and file:// URLs become a read-only hostPath volume at /models; pvc://claim/path a
+    read-only PersistentVolumeClaim at /models; s3:// and gs:// are Triton's own and pass through.
+    """
+    scheme, _, rest = uri.partition("://") if "://" in uri else ("", "", uri)
+    mount = [{"name": MODELS_VOLUME, "mountPath": MODELS_MOUNT, "readOnly": True}]
+    if scheme in ("", "file"):
+        return MODELS_MOUNT, [{"name": MODELS_VOLUME, "hostPath": {"path": rest, "type": "Directory"}}], mount
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        volume = {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        return f"{MODELS_MOUNT}/{path}".rstrip("/"), [volume], mount
+    return uri, [], []
+
+
+def triton_args(tis: InferenceService, repository: str) -> list[str]:
+    """tritonserver flags: repository, explicit model loading, ports, then the user's own."""
+    spec = tis.spec
+    return ([f"--model-repository={repository}", "--model-control-mode=explicit"]
+            + [f"--load-model={m.name}" for m in spec.models]
+            + [f"--http-port={TRITON_HTTP_PORT}", f"--grpc-port={TRITON_GRPC_PORT}",
+               f"--metrics-port={TRITON_METRICS_PORT}"]
+            + list(spec.runtime.args))
+
+
+def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period_s, "failureThreshold": failures}
+
+
+def _resources(tis: InferenceService, gpus_per_pod: int) -> dict[str, Any]:
+    wanted = tis.spec.runtime.resources
+    requests = _amounts(wanted.requests.model_dump() if wanted.requests else {})
+    limits = _amounts(wanted.limits.model_dump() if wanted.limits else {})
+    if gpus_per_pod:
+        limits[GPU_RESOURCE] = str(gpus_per_pod)
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def _amounts(values: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def replica_pods(tis: InferenceService, replica: int, scheduler_name: str) -> list[dict[str, Any]]:
+    """The pods of replica ``replica``: one per pipeline stage."""
+    spec = tis.spec
+    stages = spec.parallelism.pipeline_parallel
+    gpus_per_pod = spec.gpus.count // stages if spec.gpus.count else 0
+    repository, volumes, mounts = model_repository(spec.model_repository.uri)
+    annotations = {}
+    if spec.gpus.products:
+        annotations[PRODUCTS_ANNOTATION] = ",".join(spec.gpus.products)
+    if spec.gpus.shared:
+        annotations[SHARE_ANNOTATION] = str(spec.gpus.fraction if spec.gpus.fraction is not None else spec.gpus.memory)
+    container: dict[str, Any] = {
+        "name": CONTAINER, "image": spec.runtime.image, "command": ["tritonserver"],
+        "args": triton_args(tis, repository),
+        "ports": [{"name": "http", "containerPort": TRITON_HTTP_PORT, "protocol": "TCP"},
+                  {"name": "grpc", "containerPort": TRITON_GRPC_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": TRITON_METRICS_PORT, "protocol": "TCP"}],
+        "readinessProbe": _probe("/v2/health/ready", 2, 3),
+        "livenessProbe": {**_probe("/v2/health/live", 10, 6), "initialDelaySeconds": 10},
+    }
+    if spec.runtime.image_pull_policy:
+        container["imagePullPolicy"] = str(spec.runtime.image_pull_policy)
+    if spec.runtime.env:
+        container["env"] = [e.to_api() for e in spec.runtime.env]
+    resources = _resources(tis, gpus_per_pod)
+    if resources:
+        container["resources"] = resources
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod_spec: dict[str, Any] = {"schedulerName": scheduler_name, "containers": [container]}
+    if volumes:
+        pod_spec["volumes"] = volumes
+    scheduling = spec.scheduling
+    if scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        pod_spec["tolerations"] = [t.to_api() for t in scheduling.tolerations]
+    if scheduling.affinity is not None and scheduling.affinity.to_api():
+        pod_spec["affinity"] = scheduling.affinity.to_api()
+    if spec.priority.class_name:
+        pod_spec["priorityClassName"] = spec.priority.class_name
+    pods = []
+    for stage in range(stages):
+        labels = {REPLICA_LABEL: str(replica)} | ({STAGE_LABEL: str(stage)} if stages > 1 else {})
+        metadata = _metadata(tis, pod_name(tis.metadata.name or "", replica, stage, stages), labels)
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec})
+    return pods
+
+
+def desired_pods(tis: InferenceService, scheduler_name: str) -> list[dict[str, Any]]:
+    """Every pod of every replica, replicas 0 .. spec.replicas-1."""
+    return [pod for replica in range(tis.spec.replicas) for pod in replica_pods(tis, replica, scheduler_name)]
+
+
+@dataclass(frozen=True)
+class PodChanges:
+    """Pods to create (full objects) and to delete (names, highest replica first)."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+
+
+def pod_changes(desired: Sequence[Mapping[str, Any]], existing: Iterable[Mapping[str, Any]]) -> PodChanges:
+    """Create what is desired and missing; delete existing pods of the service that are not desired.
+
+    Pods already being deleted are neither recreated nor deleted again until they are gone.
+    """
+    existing = list(existing)
+    names = {p["metadata"]["name"] for p in existing}
+    wanted = {p["metadata"]["name"] for p in desired}
+    create = [dict(p) for p in desired if p["metadata"]["name"] not in names]
+    surplus = [p for p in existing if p["metadata"]["name"] not in wanted
+               and not p["metadata"].get("deletionTimestamp")]
+    surplus.sort(key=lambda p: (_replica_index(p), p["metadata"]["name"]), reverse=True)
+    return PodChanges(create, [p["metadata"]["name"] for p in surplus])
+
+
+def _replica_index(pod: Mapping[str, Any]) -> int:
+    try:
+        return int((pod["metadata"].get("labels") or {}).get(REPLICA_LABEL, -1))
+    except ValueError:
+        return -1
+
+
+# -- Service and PodDisruptionBudget ---------------------------------------------------------------------
+
+
+def desired_service(tis: InferenceService) -> dict[str, Any]:
+    """The Service in front of the replicas (ClusterIP; only ready pods get traffic)."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(tis, tis.metadata.name or ""),
+            "spec": {"type": "ClusterIP", "selector": selector_labels(tis.metadata.name or ""),
+                     "ports": [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+                               for name, port in (("http", TRITON_HTTP_PORT), ("grpc", TRITON_GRPC_PORT),
+                                                  ("metrics", TRITON_METRICS_PORT))]}}
+
+
+def desired_pdb(tis: InferenceService) -> dict[str, Any]:
+    """The PodDisruptionBudget: evictions respect spec.disruptionBudget.maxUnavailable."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _metadata(tis, tis.metadata.name or ""),
+            "spec": {"maxUnavailable": tis.spec.disruption_budget.max_unavailable,
+                     "selector": {"matchLabels": selector_labels(tis.metadata.name or "")}}}
+
+
+# -- status ----------------------------------------------------------------------------------------------
+
+
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def condition(kind: ConditionType, holds: bool, reason: str, message: str, generation: int | None,
+              previous: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
+    """A status condition; lastTransitionTime is kept from ``previous`` unless the status changed."""
+    status = ConditionStatus.TRUE if holds else ConditionStatus.FALSE
+    before = next((c for c in previous if c.get("type") == kind), None)
+    changed = before is None or before.get("status") != status
+    since = now.isoformat().replace("+00:00", "Z") if changed else before["lastTransitionTime"]
+    result = {"type": str(kind), "status": str(status), "reason": reason, "message": message,
+              "lastTransitionTime": since}
+    if generation is not None:
+        result["observedGeneration"] = generation
+    return result
+
+
+def service_status(tis: InferenceService, pods: Iterable[Mapping[str, Any]], models_ready: set[str],
+                   unschedulable: Mapping[str, str], now: datetime) -> dict[str, Any]:
+    """The status to report.
+
+    ``pods`` are the service's existing pods; ``models_ready`` names the pods on which Triton reports
+    every model ready; ``unschedulable`` maps pending pod names to why they fit nowhere.
+    """
+    name, namespace, generation = tis.metadata.name or "", tis.metadata.namespace or "", tis.metadata.generation
+    previous = (tis.status.model_dump(by_alias=True, mode="json")["conditions"] if tis.status else [])
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    by_replica: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in live:
+        by_replica.setdefault(_replica_index(pod), []).append(pod)
+    stages = tis.spec.parallelism.pipeline_parallel
+    placements, ready_replicas = [], 0
+    for replica in sorted(r for r in by_replica if r >= 0):
+        members = sorted(by_replica[replica], key=lambda p: p["metadata"]["name"])
+        ready = len(members) == stages and all(pod_is_ready(p) and p["metadata"]["name"] in models_ready
+                                               for p in members)
+        ready_replicas += ready
+        placements.append({"replica": replica, "ready": ready, "pods": [_pod_placement(p) for p in members]})
+    desired = tis.spec.replicas
+    pending = [p["metadata"]["name"] for p in live if not (p.get("spec") or {}).get("nodeName")]
+    stuck = [f"{pod}: {unschedulable[pod]}" for pod in pending if pod in unschedulable]
+    if stuck:
+        scheduled = condition(ConditionType.SCHEDULED, False, "Unschedulable", "; ".join(stuck), generation,
+                              previous, now)
+    elif pending or len(live) < desired * stages:
+        scheduled = condition(ConditionType.SCHEDULED, False, "Pending",
+                              f"{len(pending) + max(0, desired * stages - len(live))} pods waiting for placement",
+                              generation, previous, now)
+    else:
+        scheduled = condition(ConditionType.SCHEDULED, True, "AllPodsPlaced", f"{len(live)} pods placed on GPUs",
+                              generation, previous, now)
+    all_ready = ready_replicas >= desired and len(placements) == desired
+    ready_condition = condition(ConditionType.READY, all_ready, "AllReplicasReady" if all_ready else "ReplicasNotReady",
+                                f"{ready_replicas} of {desired} replicas ready", generation, previous, now)
+    progressing = condition(ConditionType.PROGRESSING, not all_ready, "Reconciling" if not all_ready else "Stable",
+                            f"moving to {desired} ready replicas" if not all_ready else "no change under way",
+                            generation, previous, now)
+    return {"observedGeneration": generation, "replicas": len(placements), "readyReplicas": ready_replicas,
+            "desiredReplicas": desired, "placements": placements,
+            "conditions": [ready_condition, scheduled, progressing],
+            "endpoint": endpoint(name, namespace), "selector": selector_string(name)}
+
+
+def invalid_status(message: str, generation: int | None, previous: Iterable[Mapping[str, Any]],
+                   now: datetime) -> dict[str, Any]:
+    """The status of an object whose spec cannot be served: Ready=False, reason InvalidSpec."""
+    return {"observedGeneration": generation,
+            "conditions": [condition(ConditionType.READY, False, "InvalidSpec", message, generation, previous, now)]}
+
+
+def _pod_placement(pod: Mapping[str, Any]) -> dict[str, Any]:
+    placement: dict[str, Any] = {"name": pod["metadata"]["name"]}
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        placement["node"] = node
+        placement["gpus"] = list(gpu_indices((pod["metadata"].get("annotations") or {}).get(GPU_ANNOTATION, "")))
+    return placement

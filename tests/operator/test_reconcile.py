@@ -1,0 +1,297 @@
+"""The objects an InferenceService turns into, the pod changes that reach them, the status
+reported, the settings, and the scheduling decisions of one cycle (no cluster needed)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from trireme.operator.api import InferenceService
+from trireme.operator.binder import SHARED_GPUS_UNSUPPORTED, decide, placement_request
+from trireme.operator.reconcile import (desired_pdb, desired_pods, desired_service, invalid_status, model_repository,
+                                        pod_changes, pod_name, service_status)
+from trireme.operator.settings import OperatorSettings, add_arguments
+from trireme.scheduler.firstfit import Bind, Unschedulable
+from trireme.scheduler.snapshot import Node, Snapshot, Toleration
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC)
+
+
+def tis(**spec: Any) -> InferenceService:
+    body = {"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
+            "metadata": {"name": "svc", "namespace": "ns", "uid": "u-1", "generation": 3},
+            "spec": {"models": [{"name": "simple"}], "modelRepository": {"uri": "/srv/models"}, **spec}}
+    return InferenceService.from_api(body)
+
+
+# -- pods ------------------------------------------------------------------------------------------------
+
+NAME_CASES = [("single-stage", (0, 0, 1), "svc-r0"), ("replica-12", (12, 0, 1), "svc-r12"),
+              ("pipeline", (1, 2, 3), "svc-r1-p2")]
+
+
+@pytest.mark.parametrize(("args", "expected"), [c[1:] for c in NAME_CASES], ids=[c[0] for c in NAME_CASES])
+def test_pod_name(args: tuple[int, int, int], expected: str) -> None:
+    assert pod_name("svc", *args) == expected
+
+
+REPOSITORY_CASES = [
+    ("absolute-path", "/srv/models", "/models", {"hostPath": {"path": "/srv/models", "type": "Directory"}}),
+    ("relative-path", "examples/models", "/models", {"hostPath": {"path": "examples/models", "type": "Directory"}}),
+    ("file-url", "file:///srv/models", "/models", {"hostPath": {"path": "/srv/models", "type": "Directory"}}),
+    ("pvc", "pvc://claim/sub/dir", "/models/sub/dir", {"persistentVolumeClaim": {"claimName": "claim",
+                                                                                "readOnly": True}}),
+    ("s3-passes-through", "s3://bucket/models", "s3://bucket/models", None),
+    ("gs-passes-through", "gs://bucket/models", "gs://bucket/models", None),
+]
+
+
+@pytest.mark.parametrize(("uri", "argument", "volume"), [c[1:] for c in REPOSITORY_CASES],
+                         ids=[c[0] for c in REPOSITORY_CASES])
+def test_model_repository(uri: str, argument: str, volume: dict[str, Any] | None) -> None:
+    value, volumes, mounts = model_repository(uri)
+    assert value == argument
+    if volume is None:
+        assert (volumes, mounts) == ([], [])
+    else:
+        assert volumes == [{"name": "model-repository", **volume}]
+        assert mounts == [{"name": "model-repository", "mountPath": "/models", "readOnly": True}]
+
+
+def test_replica_pod_is_complete() -> None:
+    (pod,) = desired_pods(tis(gpus={"count": 2, "products": ["NVIDIA-A100-SXM4-80GB"]},
+                              runtime={"args": ["--log-verbose=1"], "resources": {"requests": {"cpu": "1"}}},
+                              scheduling={"nodeSelector": {"pool": "a"},
+                                          "tolerations": [{"key": "gpu", "operator": "Exists"}]}), "trireme")
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == "svc-r0"
+    assert meta["labels"] == {"app.kubernetes.io/managed-by": "trireme", "serving.trireme.io/service": "svc",
+                              "serving.trireme.io/replica": "0"}
+    assert meta["ownerReferences"] == [{"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
+                                        "name": "svc", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}]
+    assert meta["annotations"] == {"serving.trireme.io/gpu-products": "NVIDIA-A100-SXM4-80GB"}
+    assert spec["schedulerName"] == "trireme"
+    assert spec["nodeSelector"] == {"pool": "a"}
+    assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    (container,) = spec["containers"]
+    assert container["args"] == ["--model-repository=/models", "--model-control-mode=explicit", "--load-model=simple",
+                                 "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--log-verbose=1"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8000), ("grpc", 8001),
+                                                                             ("metrics", 8002)]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["resources"] == {"requests": {"cpu": "1"}, "limits": {"nvidia.com/gpu": "2"}}
+
+
+PODS_CASES = [
+    ("replicas", {"replicas": 3}, ["svc-r0", "svc-r1", "svc-r2"], "1"),
+    ("zero", {"replicas": 0}, [], None),
+    ("pipeline-splits-gpus", {"replicas": 2, "gpus": {"count": 4}, "parallelism": {"pipelineParallel": 2}},
+     ["svc-r0-p0", "svc-r0-p1", "svc-r1-p0", "svc-r1-p1"], "2"),
+    ("shared-gpu-has-no-whole-gpus", {"gpus": {"fraction": 0.5}}, ["svc-r0"], None),
+]
+
+
+@pytest.mark.parametrize(("spec", "names", "gpus"), [c[1:] for c in PODS_CASES], ids=[c[0] for c in PODS_CASES])
+def test_desired_pods(spec: dict[str, Any], names: list[str], gpus: str | None) -> None:
+    pods = desired_pods(tis(**spec), "trireme")
+    assert [p["metadata"]["name"] for p in pods] == names
+    for pod in pods:
+        limits = pod["spec"]["containers"][0].get("resources", {}).get("limits", {})
+        assert limits.get("nvidia.com/gpu") == gpus
+
+
+def _existing(name: str, replica: int, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {"serving.trireme.io/replica": str(replica)}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta}
+
+
+CHANGE_CASES = [
+    ("create-missing", 3, [_existing("svc-r1", 1)], ["svc-r0", "svc-r2"], []),
+    ("nothing-to-do", 2, [_existing("svc-r0", 0), _existing("svc-r1", 1)], [], []),
+    ("delete-highest-first", 1, [_existing("svc-r0", 0), _existing("svc-r2", 2), _existing("svc-r10", 10),
+                                  _existing("svc-r1", 1)], [], ["svc-r10", "svc-r2", "svc-r1"]),
+    ("being-deleted-is-left-alone", 1, [_existing("svc-r0", 0, True), _existing("svc-r1", 1, True)], [], []),
+]
+
+
+@pytest.mark.parametrize(("replicas", "existing", "create", "delete"), [c[1:] for c in CHANGE_CASES],
+                         ids=[c[0] for c in CHANGE_CASES])
+def test_pod_changes(replicas: int, existing: list[dict[str, Any]], create: list[str], delete: list[str]) -> None:
+    changes = pod_changes(desired_pods(tis(replicas=replicas), "trireme"), existing)
+    assert [p["metadata"]["name"] for p in changes.create] == create
+    assert changes.delete == delete
+
+
+def test_service_and_budget() -> None:
+    service, budget = desired_service(tis()), desired_pdb(tis(disruptionBudget={"maxUnavailable": "25%"}))
+    selector = {"app.kubernetes.io/managed-by": "trireme", "serving.trireme.io/service": "svc"}
+    assert service["spec"]["selector"] == selector
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("http", 8000), ("grpc", 8001),
+                                                                         ("metrics", 8002)]
+    assert budget["spec"] == {"maxUnavailable": "25%", "selector": {"matchLabels": selector}}
+    assert service["metadata"]["ownerReferences"][0]["uid"] == budget["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+# -- status ----------------------------------------------------------------------------------------------
+
+
+def _pod(name: str, replica: int, node: str | None = None, gpus: str = "", ready: bool = False) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"serving.trireme.io/replica": str(replica)},
+                         "annotations": {"trireme.io/gpus": gpus} if gpus else {}},
+            "spec": {"nodeName": node} if node else {},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+STATUS_CASES = [
+    ("all-ready", 2, [_pod("svc-r0", 0, "n", "0", True), _pod("svc-r1", 1, "n", "1", True)], {"svc-r0", "svc-r1"},
+     {}, 2, {"Ready": ("True", "AllReplicasReady"), "Scheduled": ("True", "AllPodsPlaced"),
+             "Progressing": ("False", "Stable")}),
+    ("pod-ready-but-model-not", 1, [_pod("svc-r0", 0, "n", "0", True)], set(), {}, 0,
+     {"Ready": ("False", "ReplicasNotReady"), "Scheduled": ("True", "AllPodsPlaced"),
+      "Progressing": ("True", "Reconciling")}),
+    ("unschedulable", 2, [_pod("svc-r0", 0, "n", "0", True), _pod("svc-r1", 1)], {"svc-r0"},
+     {"svc-r1": "needs 1× GPU on one node; largest free block is 0"}, 1,
+     {"Ready": ("False", "ReplicasNotReady"), "Scheduled": ("False", "Unschedulable"),
+      "Progressing": ("True", "Reconciling")}),
+    ("not-created-yet", 1, [], set(), {}, 0,
+     {"Ready": ("False", "ReplicasNotReady"), "Scheduled": ("False", "Pending"),
+      "Progressing": ("True", "Reconciling")}),
+]
+
+
+@pytest.mark.parametrize(("replicas", "pods", "models_ready", "unschedulable", "ready_replicas", "conditions"),
+                         [c[1:] for c in STATUS_CASES], ids=[c[0] for c in STATUS_CASES])
+def test_service_status(replicas: int, pods: list[dict[str, Any]], models_ready: set[str],
+                        unschedulable: dict[str, str], ready_replicas: int,
+                        conditions: dict[str, tuple[str, str]]) -> None:
+    status = service_status(tis(replicas=replicas), pods, models_ready, unschedulable, NOW)
+    assert status["readyReplicas"] == ready_replicas
+    assert status["desiredReplicas"] == replicas
+    assert status["replicas"] == len(pods)
+    assert _conditions(status) == conditions
+    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+               for c in status["conditions"])
+    assert status["endpoint"] == "svc.ns.svc:8000"
+    assert status["selector"] == "app.kubernetes.io/managed-by=trireme,serving.trireme.io/service=svc"
+    for reason in unschedulable.values():
+        scheduled = next(c for c in status["conditions"] if c["type"] == "Scheduled")
+        assert reason in scheduled["message"]
+
+
+def test_status_placements_and_stable_transition_times() -> None:
+    pods = [_pod("svc-r0", 0, "node-a", "2,3", True)]
+    first = service_status(tis(), pods, {"svc-r0"}, {}, NOW)
+    assert first["placements"] == [{"replica": 0, "ready": True,
+                                    "pods": [{"name": "svc-r0", "node": "node-a", "gpus": [2, 3]}]}]
+    again = InferenceService.from_api({**tis().to_api(), "metadata": tis().metadata.model_dump(by_alias=True),
+                                       "status": first})
+    second = service_status(again, pods, {"svc-r0"}, {}, LATER)
+    assert second == first  # nothing changed: nothing to write
+    third = service_status(again, pods, set(), {}, LATER)
+    ready = next(c for c in third["conditions"] if c["type"] == "Ready")
+    scheduled = next(c for c in third["conditions"] if c["type"] == "Scheduled")
+    assert ready["lastTransitionTime"] == "2026-01-02T04:00:00Z"
+    assert scheduled["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+
+
+def test_invalid_status_names_the_field() -> None:
+    status = invalid_status("spec.modelRepository.uri: uri must be a local path", 7, [], NOW)
+    assert status == {"observedGeneration": 7, "conditions": [{
+        "type": "Ready", "status": "False", "reason": "InvalidSpec",
+        "message": "spec.modelRepository.uri: uri must be a local path", "lastTransitionTime": "2026-01-02T03:04:05Z",
+        "observedGeneration": 7}]}
+
+
+# -- scheduling decisions of one cycle -------------------------------------------------------------------
+
+
+def test_one_cycle_never_gives_a_gpu_twice() -> None:
+    pods = desired_pods(tis(replicas=3), "trireme")
+    for pod in pods:
+        pod["metadata"]["namespace"] = "ns"
+    snapshot = Snapshot((Node("a", gpu_count=2, used={0: "other/pod"}), Node("b", gpu_count=1)))
+    outcomes = decide(snapshot, pods)
+    assert [(o.pod, o.decision) for o in outcomes] == [
+        ("svc-r0", Bind("a", (1,))), ("svc-r1", Bind("b", (0,))),
+        ("svc-r2", Unschedulable("needs 1× GPU on one node; largest free block is 0"))]
+
+
+def test_shared_gpus_are_reported_not_placed() -> None:
+    (pod,) = desired_pods(tis(gpus={"memory": "10Gi"}), "trireme")
+    (outcome,) = decide(Snapshot((Node("a", gpu_count=8),)), [pod])
+    assert outcome.decision == Unschedulable(SHARED_GPUS_UNSUPPORTED)
+
+
+def test_placement_request_reads_the_pod() -> None:
+    (pod,) = desired_pods(tis(gpus={"count": 2, "products": ["T4", "A10"]},
+                              scheduling={"nodeSelector": {"pool": "a"},
+                                          "tolerations": [{"key": "gpu", "operator": "Exists",
+                                                           "effect": "NoSchedule"}]}), "trireme")
+    request = placement_request(pod)
+    assert request == type(request)(pod="ns/svc-r0", gpus=2, products=("T4", "A10"), node_selector={"pool": "a"},
+                                    tolerations=(Toleration("gpu", "Exists", "", "NoSchedule"),))
+
+
+# -- settings --------------------------------------------------------------------------------------------
+
+SETTINGS_CASES = [
+    ("defaults", [], {}, OperatorSettings()),
+    ("environment", [], {"TRIREME_NAMESPACES": "a, b", "TRIREME_RECONCILE_INTERVAL_S": "5",
+                         "TRIREME_STANDALONE": "false"},
+     OperatorSettings(namespaces=("a", "b"), reconcile_interval_s=5.0, standalone=False)),
+    ("flags-win", ["--namespace", "x", "--scheduler-name", "mine"], {"TRIREME_NAMESPACES": "a"},
+     OperatorSettings(namespaces=("x",), scheduler_name="mine")),
+    ("peering-means-not-standalone", ["--peering", "trireme", "--priority", "100"], {},
+     OperatorSettings(standalone=False, peering="trireme", priority=100)),
+]
+
+
+@pytest.mark.parametrize(("argv", "environ", "expected"), [c[1:] for c in SETTINGS_CASES],
+                         ids=[c[0] for c in SETTINGS_CASES])
+def test_settings(argv: list[str], environ: dict[str, str], expected: OperatorSettings) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert OperatorSettings.from_sources(parser.parse_args(argv), environ) == expected
+
+
+def test_settings_refuse_a_bad_boolean() -> None:
+    with pytest.raises(ValueError, match="standalone"):
+        OperatorSettings.from_sources(None, {"TRIREME_STANDALONE": "maybe"})
+
+
+# -- the handler on an object the models refuse ----------------------------------------------------------
+
+INVALID_CASES = [
+    ("unknown-scheme", {"modelRepository": {"uri": "ftp://host/models"}}, "spec.modelRepository.uri"),
+    ("two-gpu-kinds", {"gpus": {"count": 1, "fraction": 0.5}}, "spec.gpus"),
+]
+
+
+@pytest.mark.parametrize(("spec", "field"), [c[1:] for c in INVALID_CASES], ids=[c[0] for c in INVALID_CASES])
+def test_invalid_spec_is_reported_and_nothing_else_touched(spec: dict[str, Any], field: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+    from trireme.operator import handlers
+
+    warnings: list[tuple[str, str]] = []
+    monkeypatch.setattr(handlers.kopf, "warn", lambda body, *, reason, message: warnings.append((reason, message)))
+    body = kopf.Body({"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
+                      "metadata": {"name": "svc", "namespace": "ns", "generation": 2},
+                      "spec": {"models": [{"name": "simple"}], "modelRepository": {"uri": "/m"}, **spec}})
+    patch = kopf.Patch()
+    handlers.converge(body=body, patch=patch, memo=kopf.Memo())  # an empty memo: any API call would fail
+    (ready,) = patch["status"]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert ready["message"].startswith(field)
+    assert warnings == [("InvalidSpec", ready["message"])]
+    assert set(patch) == {"status"}
