@@ -7,8 +7,11 @@ as the cluster allows and still pass on a loaded two-core machine.
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +28,9 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def installed_tool(name: str) -> str | None:
+    """Path of a command-line tool (kubectl, helm, hadolint), preferring the one in this
+    Python's virtualenv, where ``scripts/install-tools.sh`` puts them."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)

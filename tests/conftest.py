@@ -9,9 +9,7 @@ the client tests at another cluster instead.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,7 +56,9 @@ def api_client(kubeconfig: Path) -> Iterator[object]:
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    from trireme.devcluster.testing import installed_tool
+
+    found = installed_tool(name)
     if not found:
         pytest.skip(f"{name} is not installed: run scripts/install-tools.sh")
     return found

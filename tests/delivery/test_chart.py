@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -20,6 +18,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from trireme.devcluster.testing import installed_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "trireme"
@@ -66,7 +66,7 @@ SCENARIO_IDS = list(SCENARIOS)
 # ---------------------------------------------------------------------------- helm
 
 def _venv_tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    found = installed_tool(name)
     if not found:
         pytest.skip(f"{name} is not installed: run scripts/install-tools.sh")
     return found

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from trireme.devcluster.testing import wait_for
 
 Obj = dict[str, Any]

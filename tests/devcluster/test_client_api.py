@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+
 from trireme.devcluster.testing import wait_for
 
 

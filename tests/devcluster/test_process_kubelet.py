@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from trireme.devcluster.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -367,17 +366,6 @@ def test_models_and_schema_give_the_same_verdict(schema: CustomResourceVersion, 
 
 
 # -- kubectl against the local cluster ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def installed_crd(kubectl: Run) -> str:
-    kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=30s")
-    deadline = time.monotonic() + 20  # until kubectl's discovery knows the new resource
-    while kubectl("get", "tis", "-A", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the InferenceService resource never appeared in discovery"
-        time.sleep(0.2)
-    return api.CRD_NAME
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ table, and the ``trireme crds`` command."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,17 +234,6 @@ def test_cli_check_fails_when_stale(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 # -- served by the local cluster ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def installed_crd(kubectl: Run) -> str:
-    kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", f"crd/{api.CRD_NAME}", "--timeout=30s")
-    deadline = time.monotonic() + 20  # until kubectl's discovery knows the new resource
-    while kubectl("get", "tis", "-A", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the InferenceService resource never appeared in discovery"
-        time.sleep(0.2)
-    return api.CRD_NAME
 
 
 @pytest.fixture
