@@ -24,11 +24,10 @@ from . import crd as crdlib
 from . import patch as patchlib
 from .errors import ApiError, Cause, already_exists, bad_request, conflict, invalid, not_found
 from .resources import BUILTIN_RESOURCES, ResourceType
-from .selectors import (combine, field_predicate, label_key_problem, label_predicate, label_value_problem,
-                        match_label_selector)
+from .selectors import (DNS1123_SUBDOMAIN, combine, field_predicate, label_key_problem, label_predicate,
+                        label_value_problem, match_label_selector)
 from .store import Store, decode_continue, encode_continue
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 _SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
@@ -755,7 +754,7 @@ def _resource_version(value: Any) -> Any:
 def _name_problems(name: str, dns_label: bool) -> list[str]:
     """Why ``name`` is not a DNS-1123 label (``dns_label``) or subdomain, as kube-apiserver words it."""
     limit, pattern, message = (63, _DNS1123_LABEL, _LABEL_MSG) if dns_label else \
-        (253, _DNS1123_SUBDOMAIN, _SUBDOMAIN_MSG)
+        (253, DNS1123_SUBDOMAIN, _SUBDOMAIN_MSG)
     problems = [f"must be no more than {limit} characters"] if len(name) > limit else []
     if not pattern.match(name):
         problems.append(message)

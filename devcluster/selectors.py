@@ -21,7 +21,7 @@ _TERM_RE = re.compile(r"""^\s*(?P<neg>!)?\s*(?P<key>[^\s!=<>(),]+)
       |\s+(?P<set>notin|in)\s*\((?P<values>[^()]*)\))?\s*$""", re.X)
 
 _NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NAME_PART_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
                   "an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation "
                   "is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
@@ -43,7 +43,7 @@ def label_key_problem(key: str) -> str | None:
             return "prefix part must be non-empty"
         if len(prefix) > 253:
             return "prefix part must be no more than 253 characters"
-        if not _DNS1123_SUBDOMAIN.match(prefix):
+        if not DNS1123_SUBDOMAIN.match(prefix):
             return ("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
                     "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')")
     if not name:

@@ -30,6 +30,16 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         time.sleep(interval)
 
 
+def required_tool(name: str) -> str:
+    """``installed_tool``, or skip the calling test with the command that installs it."""
+    import pytest  # only tests call this
+
+    found = installed_tool(name)
+    if not found:
+        pytest.skip(f"{name} is not installed: run scripts/install-tools.sh")
+    return found
+
+
 def installed_tool(name: str) -> str | None:
     """Path of a command-line tool (kubectl, helm, hadolint), preferring the one in this
     Python's virtualenv, where ``scripts/install-tools.sh`` puts them."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from trireme.devcluster.testing import required_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -55,18 +57,9 @@ def api_client(kubeconfig: Path) -> Iterator[object]:
         api.close()
 
 
-def _tool(name: str) -> str:
-    from trireme.devcluster.testing import installed_tool
-
-    found = installed_tool(name)
-    if not found:
-        pytest.skip(f"{name} is not installed: run scripts/install-tools.sh")
-    return found
-
-
 @pytest.fixture(scope="session")
 def kubectl(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    binary = _tool("kubectl")
+    binary = required_tool("kubectl")
 
     def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -80,7 +73,7 @@ def kubectl(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="session")
 def helm(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess[str]]:
-    binary = _tool("helm")
+    binary = required_tool("helm")
     home = tmp_path_factory.mktemp("helm-home")
 
     def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from trireme.devcluster.testing import installed_tool
+from trireme.devcluster.testing import required_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "trireme"
@@ -65,17 +65,10 @@ SCENARIO_IDS = list(SCENARIOS)
 
 # ---------------------------------------------------------------------------- helm
 
-def _venv_tool(name: str) -> str:
-    found = installed_tool(name)
-    if not found:
-        pytest.skip(f"{name} is not installed: run scripts/install-tools.sh")
-    return found
-
-
 @pytest.fixture(scope="module")
 def helm_offline(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """helm for commands that need no cluster (lint, template)."""
-    binary = _venv_tool("helm")
+    binary = required_tool("helm")
     home = tmp_path_factory.mktemp("helm-offline")
     env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
            "HELM_DATA_HOME": str(home / "data"), "KUBECONFIG": str(home / "no-kubeconfig")}
