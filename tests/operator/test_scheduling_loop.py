@@ -1,0 +1,184 @@
+"""The operator's scheduling loop on a small cluster of its own (two nodes of two GPUs,
+simulated kubelet): every pending Trireme pod is placed in one cycle, higher priority
+first; dependsOn holds a service back until what it depends on is ready; a cycle is
+named on its members; decisions become bindings, PodScheduled conditions and Events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from trireme.devcluster.background import BackgroundCluster
+from trireme.devcluster.cluster import ClusterSettings
+from trireme.devcluster.kubelet import KubeletSettings
+from trireme.devcluster.testing import wait_for
+from trireme.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from trireme.operator.scheduling import SchedulingLoop
+from trireme.scheduler.firstfit import Bind, Unschedulable
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = {"name": "pair", "pools": [{"name": "gpu", "count": 2, "gpus": 2, "gpuProduct": "NVIDIA-A100-SXM4-40GB",
+                                      "gpuMemoryMiB": 40960, "cpu": "16", "memory": "64Gi"}]}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[client.ApiClient]:
+    work = tmp_path_factory.mktemp("scheduling-loop")
+    (work / "pair.yaml").write_text(yaml.safe_dump(PROFILE))
+    handle = BackgroundCluster(ClusterSettings(profile=work / "pair.yaml", work_dir=work, prometheus=False,
+                                               kubelet=KubeletSettings(mode="simulated",
+                                                                       simulated_start_delay_s=0.1)))
+    handle.start()
+    api = config.new_client_from_config(config_file=str(handle.cluster.kubeconfig_path))
+    try:
+        extensions = client.ApiextensionsV1Api(api)
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        yield api
+    finally:
+        api.close()
+        handle.stop()
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> str:
+    name = f"sched-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture
+def events(api: client.ApiClient) -> list[tuple[str, str, str, str]]:
+    return []
+
+
+@pytest.fixture
+def loop(api: client.ApiClient, events: list) -> SchedulingLoop:
+    def record(obj: Any, kind: str, reason: str, message: str) -> None:
+        events.append((obj["metadata"]["name"], kind, reason, message))
+    return SchedulingLoop(api, "trireme", record_event=record)
+
+
+def make_service(api: client.ApiClient, namespace: str, name: str, *, depends_on: tuple[str, ...] = (),
+                 priority: int | None = None, ready: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"models": [{"name": "m"}], "modelRepository": {"uri": "/models"}, "replicas": 1,
+                            "gpus": {"count": 1}, "dependsOn": list(depends_on)}
+    if priority is not None:
+        spec["priority"] = {"value": priority}
+    custom = client.CustomObjectsApi(api)
+    obj = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                 {"apiVersion": API_VERSION, "kind": KIND,
+                                                  "metadata": {"name": name}, "spec": spec})
+    if ready:
+        condition = {"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "ready",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                     {"status": {"conditions": [condition]}})
+    return obj
+
+
+def make_pod(api: client.ApiClient, namespace: str, service: dict[str, Any], name: str, gpus: int = 1) -> None:
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": service["metadata"]["name"],
+             "uid": service["metadata"]["uid"], "controller": True}
+    client.CoreV1Api(api).create_namespaced_pod(namespace, {
+        "metadata": {"name": name, "ownerReferences": [owner]},
+        "spec": {"schedulerName": "trireme",
+                 "containers": [{"name": "c", "image": "busybox",
+                                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}})
+
+
+def read_pod(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    response = client.CoreV1Api(api).read_namespaced_pod(name, namespace, _preload_content=False)
+    return json.loads(response.data)
+
+
+def pod_scheduled(pod: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in pod["status"].get("conditions") or [] if c["type"] == "PodScheduled"), {})
+
+
+def cleanup(api: client.ApiClient, namespace: str) -> None:
+    """Delete the namespace and wait until its pods are gone, so the next test finds every GPU free."""
+    core = client.CoreV1Api(api)
+    core.delete_namespace(namespace)
+    wait_for(lambda: not core.list_namespaced_pod(namespace).items, timeout=30, interval=0.1,
+             what=f"pods of namespace {namespace} gone")
+
+
+def test_one_cycle_places_every_pending_pod_and_tells_the_owner(api, namespace, loop, events) -> None:
+    a, b = make_service(api, namespace, "a"), make_service(api, namespace, "b")
+    make_pod(api, namespace, a, "a-r0", gpus=2)
+    make_pod(api, namespace, b, "b-r0", gpus=2)
+    try:
+        outcomes = loop.run()
+        assert {(o.name, type(o.decision)) for o in outcomes} == {("a-r0", Bind), ("b-r0", Bind)}
+        nodes = {read_pod(api, namespace, n)["spec"]["nodeName"] for n in ("a-r0", "b-r0")}
+        assert len(nodes) == 2
+        assert read_pod(api, namespace, "a-r0")["metadata"]["annotations"]["trireme.io/gpus"] == "0,1"
+        assert sorted((e[0], e[2]) for e in events) == [("a", "Scheduled"), ("b", "Scheduled")]
+        assert loop.run() == []  # nothing pending: the next cycle has nothing to do
+    finally:
+        cleanup(api, namespace)
+
+
+def test_higher_priority_goes_first_when_gpus_are_short(api, namespace, loop, events) -> None:
+    low, high = make_service(api, namespace, "low", priority=1), make_service(api, namespace, "high", priority=100)
+    big = make_service(api, namespace, "big")
+    make_pod(api, namespace, big, "big-r0", gpus=2)
+    loop.run()  # one node is taken whole; one node of two GPUs is left
+    make_pod(api, namespace, low, "low-r0", gpus=2)
+    make_pod(api, namespace, high, "high-r0", gpus=2)
+    try:
+        decisions = {o.name: o.decision for o in loop.run()}
+        assert isinstance(decisions["high-r0"], Bind)
+        assert isinstance(decisions["low-r0"], Unschedulable)
+        assert "largest free block is 0" in decisions["low-r0"].reason
+        condition = pod_scheduled(read_pod(api, namespace, "low-r0"))
+        assert condition["status"] == "False" and condition["message"] == decisions["low-r0"].reason
+        assert ("low", "Warning", "FailedScheduling", f"pod low-r0: {decisions['low-r0'].reason}") in events
+        events.clear()
+        loop.run()  # the same reason again is not a new event
+        assert not [e for e in events if e[2] == "FailedScheduling"]
+    finally:
+        cleanup(api, namespace)
+
+
+def test_depends_on_holds_a_service_until_its_dependency_is_ready(api, namespace, loop) -> None:
+    tokenizer = make_service(api, namespace, "tokenizer")
+    app = make_service(api, namespace, "app", depends_on=("tokenizer", "ghost"))
+    make_pod(api, namespace, app, "app-r0")
+    make_pod(api, namespace, tokenizer, "tokenizer-r0")
+    try:
+        decisions = {o.name: o.decision for o in loop.run()}
+        assert isinstance(decisions["tokenizer-r0"], Bind)
+        assert decisions["app-r0"] == Unschedulable(
+            "waits for ghost (not found in this namespace; create it or remove it from dependsOn); "
+            "waits for tokenizer to be ready")
+        assert pod_scheduled(read_pod(api, namespace, "app-r0"))["message"] == decisions["app-r0"].reason
+        make_service(api, namespace, "ghost", ready=True)
+        condition = {"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "ready",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, "tokenizer", {"status": {"conditions": [condition]}})
+        assert [(o.name, type(o.decision)) for o in loop.run()] == [("app-r0", Bind)]
+    finally:
+        cleanup(api, namespace)
+
+
+def test_a_dependency_cycle_is_named_on_every_member(api, namespace, loop) -> None:
+    first = make_service(api, namespace, "first", depends_on=("second",))
+    second = make_service(api, namespace, "second", depends_on=("first",))
+    make_pod(api, namespace, first, "first-r0")
+    make_pod(api, namespace, second, "second-r0")
+    try:
+        reasons = {o.name: o.decision.reason for o in loop.run() if isinstance(o.decision, Unschedulable)}
+        expected = "dependsOn forms a cycle: first → second → first; remove one of these dependencies"
+        assert reasons == {"first-r0": expected, "second-r0": expected}
+    finally:
+        cleanup(api, namespace)
