@@ -788,6 +788,8 @@ def _default_pod(registry: Registry, pod: Obj, old: Obj | None) -> None:
     spec.setdefault("securityContext", {})
     spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
     spec.setdefault("enableServiceLinks", True)
+    if old is None:
+        _admit_priority(registry, pod, spec)
     spec.setdefault("priority", 0)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
@@ -859,6 +861,26 @@ def _default_deployment(registry: Registry, deploy: Obj, old: Obj | None) -> Non
         spec.setdefault("progressDeadlineSeconds", 600)
         spec.setdefault("strategy", {"type": "RollingUpdate",
                                      "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+
+
+def _admit_priority(registry: Registry, pod: Obj, spec: dict[str, Any]) -> None:
+    """The Priority admission plugin: a new pod's priority (and preemption policy) come from its
+    PriorityClass, else from the class marked globalDefault; an unknown class is forbidden."""
+    classes = list(registry.store.items(registry.resolve("scheduling.k8s.io", "v1", "priorityclasses").store_key))
+    name = spec.get("priorityClassName")
+    if name:
+        chosen = next((c for c in classes if c["metadata"]["name"] == name), None)
+        if chosen is None:
+            raise ApiError(403, "Forbidden", f'pods "{pod["metadata"].get("name", "")}" is forbidden: '
+                                             f"no PriorityClass with name {name} was found")
+    else:
+        chosen = next((c for c in sorted(classes, key=lambda c: c["metadata"]["name"]) if c.get("globalDefault")),
+                      None)
+    if chosen is not None:
+        spec["priority"] = int(chosen.get("value", 0))
+        spec.setdefault("preemptionPolicy", chosen.get("preemptionPolicy") or "PreemptLowerPriority")
+        if not name:
+            spec["priorityClassName"] = chosen["metadata"]["name"]
 
 
 _DEFAULTERS: dict[str, Callable[[Registry, Obj, Obj | None], None]] = {
