@@ -297,25 +297,53 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
+class ClusterProcess:
+    """The local cluster as its own process (simulated kubelet, no Prometheus), for benchmarks that
+    drive it over HTTP: ``async with ClusterProcess(profile) as cluster`` gives ``url``, ``kubeconfig``
+    and ``process``; leaving the block stops it and removes its work folder."""
+
+    def __init__(self, profile: dict[str, Any], start_delay_s: float = 0.2) -> None:
+        self.profile = profile
+        self.start_delay_s = start_delay_s
+        self.work = Path(tempfile.mkdtemp(prefix="trireme-bench-"))
+        self.kubeconfig = self.work / "kubeconfig"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> ClusterProcess:
+        profile = self.work / "profile.yaml"
+        profile.write_text(yaml.safe_dump(self.profile))
+        command = [sys.executable, "-c", "import sys; from trireme.cli import main; sys.exit(main())",
+                   "devcluster", "up", "--profile", str(profile), "--kubeconfig", str(self.kubeconfig),
+                   "--port", str(self.port), "--kubelet", "simulated", "--start-delay", str(self.start_delay_s),
+                   "--no-prometheus", "--work-dir", str(self.work)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=open(self.work / "cluster.log", "wb"),
+                                        env={**os.environ, "PYTHONSAFEPATH": "1"})
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _wait_ready(session, self.url, self.process)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.process is not None:
+            interrupt(self.process, timeout_s=60)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchResult:
     progress = _Progress(quiet)
     result = BenchResult(settings)
-    work = Path(tempfile.mkdtemp(prefix="trireme-bench-"))
-    profile = work / "profile.yaml"
-    profile.write_text(yaml.safe_dump(_profile(settings.nodes)))
-    port = free_port()
-    kubeconfig = work / "kubeconfig"
-    command = [sys.executable, "-c", "import sys; from trireme.cli import main; sys.exit(main())",
-               "devcluster", "up", "--profile", str(profile), "--kubeconfig", str(kubeconfig), "--port", str(port),
-               "--kubelet", "simulated", "--start-delay", "0.2", "--no-prometheus", "--work-dir", str(work)]
     progress(f"starting the local cluster with {settings.nodes:,} nodes")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(work / "cluster.log", "wb"),
-                               env={**os.environ, "PYTHONSAFEPATH": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
+    async with ClusterProcess(_profile(settings.nodes)) as cluster:
+        url, process, kubeconfig = cluster.url, cluster.process, cluster.kubeconfig
+        assert process is not None
         connector = aiohttp.TCPConnector(limit=settings.concurrency + settings.watchers + 8)
         async with aiohttp.ClientSession(connector=connector) as session:
-            await _wait_ready(session, url, process)
             result.rss_mib_empty = _rss_mib(process.pid)
             async with session.post(f"{url}/api/v1/namespaces",
                                     json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}) as r:
@@ -339,9 +367,6 @@ async def run_benchmark(settings: BenchSettings, quiet: bool = False) -> BenchRe
                 await _wait_running(session, url)
             result.fill_pods_per_s = rate
             result.rss_mib_full = _rss_mib(process.pid)
-    finally:
-        interrupt(process, timeout_s=60)
-        shutil.rmtree(work, ignore_errors=True)
     return result
 
 

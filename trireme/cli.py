@@ -83,6 +83,15 @@ def _bench_devcluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_binding(args: argparse.Namespace) -> int:
+    from trireme.benchmarks.binding import BindingSettings, run_binding_benchmark
+
+    logging.getLogger("trireme.operator").setLevel(logging.WARNING)  # one line per binding otherwise
+    result = asyncio.run(run_binding_benchmark(BindingSettings(nodes=args.nodes, pods=args.pods), quiet=args.json))
+    print(result.to_json() if args.json else result.table())
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from trireme.operator.crdgen import SchemaError, stale_files, write_crds
 
@@ -157,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev_bench.add_argument("--seconds", type=float, default=20, help="length of the write test (default 20)")
     dev_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     dev_bench.set_defaults(func=_bench_devcluster)
+    binding = bench_commands.add_parser(
+        "binding", help="pods bound per second end to end: the scheduling loop against the local cluster over HTTP")
+    binding.add_argument("--nodes", type=int, default=5000, help="simulated nodes of 8 GPUs (default 5000)")
+    binding.add_argument("--pods", type=int, default=5000, help="pending pods to bind, one GPU each (default 5000)")
+    binding.add_argument("--json", action="store_true", help="print the figures as JSON")
+    binding.set_defaults(func=_bench_binding)
 
     from trireme.operator.settings import add_arguments
 
