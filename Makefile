@@ -11,6 +11,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.trireme-setup
 PYTEST_ARGS ?=
+# options of `trireme demo`, e.g. DEMO_ARGS=--headless
+DEMO_ARGS ?=
 # The package as a wheel would lay it out (trireme/operator, trireme/scheduler, ...),
 # built from pyproject.toml's package-dir for the import linter; see `lint`.
 IMPORT_TREE := build/import-tree
@@ -46,4 +48,4 @@ test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VENV)/bin/trireme devcluster up --profile examples/clusters/dgx-2x8.yaml --kubeconfig ./kubeconfig
+	$(VENV)/bin/trireme demo --profile examples/clusters/dgx-2x8.yaml --kubeconfig ./kubeconfig $(DEMO_ARGS)

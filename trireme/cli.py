@@ -166,18 +166,38 @@ def build_parser() -> argparse.ArgumentParser:
     dev_bench.add_argument("--seconds", type=float, default=20, help="length of the write test (default 20)")
     dev_bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     dev_bench.set_defaults(func=_bench_devcluster)
+    from trireme.benchmarks import autoscale as bench_autoscale
+
+    autoscale = bench_commands.add_parser(
+        "autoscale", help="autoscaling policies on a replayed request trace: SLO attainment and GPU-seconds")
+    bench_autoscale.add_arguments(autoscale)
+    autoscale.set_defaults(func=bench_autoscale.main)
     binding = bench_commands.add_parser(
         "binding", help="pods bound per second end to end: the scheduling loop against the local cluster over HTTP")
     binding.add_argument("--nodes", type=int, default=5000, help="simulated nodes of 8 GPUs (default 5000)")
     binding.add_argument("--pods", type=int, default=5000, help="pending pods to bind, one GPU each (default 5000)")
     binding.add_argument("--json", action="store_true", help="print the figures as JSON")
     binding.set_defaults(func=_bench_binding)
+    from trireme.benchmarks import placement as bench_placement, throughput as bench_throughput
+
+    placement = bench_commands.add_parser(
+        "placement", help="replay the openb GPU trace with the FGD paper's protocol: unallocated GPUs per policy")
+    bench_placement.add_arguments(placement)
+    placement.set_defaults(func=bench_placement.main)
+    throughput = bench_commands.add_parser("throughput", help="placements per second of the planner on one core")
+    bench_throughput.add_arguments(throughput)
+    throughput.set_defaults(func=bench_throughput.main)
 
     from trireme.operator.settings import add_arguments
 
     run = commands.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
     add_arguments(run)
     run.set_defaults(func=_run)
+
+    from trireme.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(commands.add_parser(
+        "demo", help="Trireme live: local cluster, operator, a sample service under load, scaling and placement"))
 
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--output-dir", default="crds", help="folder to write them to (default crds/)")
