@@ -22,6 +22,7 @@ COPY trireme/ trireme/
 COPY operator/ operator/
 COPY scheduler/ scheduler/
 COPY devcluster/ devcluster/
+COPY benchmarks/ benchmarks/
 
 # Wheels first (the project and every dependency), then an install from those wheels only,
 # into a virtualenv without pip: the final image has nothing to install packages with.
@@ -51,6 +52,7 @@ RUN python -m pip uninstall --yes pip setuptools wheel
 COPY --from=builder /opt/trireme /opt/trireme
 
 USER 65532:65532
-EXPOSE 9090
+# /metrics (the operator's own Prometheus metrics) and /healthz, /readyz (probes), as the chart sets them.
+EXPOSE 9090 8081
 ENTRYPOINT ["trireme"]
 CMD ["run"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +65,17 @@ def decide(snapshot: Snapshot, pods: Iterable[Mapping[str, Any]]) -> list[Outcom
     return outcomes
 
 
+AttemptObserver = Callable[[Mapping[str, Any], str], None]
+"""Told of each scheduling attempt: the pod and "bound", "unschedulable" or "error" (for metrics)."""
+
+
 class Binder:
     """Binds pending pods of one scheduler name; one cycle at a time per process."""
 
-    def __init__(self, api: client.ApiClient, scheduler_name: str) -> None:
+    def __init__(self, api: client.ApiClient, scheduler_name: str, observe: AttemptObserver | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.scheduler_name = scheduler_name
+        self.observe = observe or (lambda pod, result: None)
         self._lock = threading.Lock()
 
     def schedule(self, pending: Iterable[Mapping[str, Any]]) -> list[Outcome]:
@@ -99,11 +104,13 @@ class Binder:
             else:
                 self._mark_unschedulable(pod, decision.reason)
         except ApiException as exc:
+            self.observe(pod, "error")
             if exc.status not in (404, 409):
                 raise
             log.info("pod %s/%s changed while it was being scheduled (%s); retrying next cycle",
                      namespace, name, exc.status)
             return Outcome(name, Unschedulable(f"retrying: pod changed while it was scheduled ({exc.status})"))
+        self.observe(pod, "bound" if isinstance(decision, Bind) else "unschedulable")
         return outcome
 
     def _bind(self, namespace: str, name: str, decision: Bind) -> None:

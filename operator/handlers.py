@@ -1,20 +1,29 @@
-"""kopf handlers: turn each InferenceService into its pods, Service and PodDisruptionBudget.
+"""kopf handlers and the periodic resync: turn each InferenceService into its pods, Service and PodDisruptionBudget.
 
-One function, ``converge``, runs on create, update, resume and on a timer, so a
-restart at any point converges to the same objects: it reads what exists, creates
-what is missing, deletes what is surplus, schedules pending pods and reports. It
-never writes an InferenceService's spec, only its status; what it owns it applies
-server-side with its own field manager, so re-applying a manifest is a no-op.
-Invalid objects get Ready=False with the field named and a Warning Event, and
-nothing else is touched. Deletion needs no handler: owner references let garbage
-collection remove the pods, Service and PodDisruptionBudget.
+One function, ``reconcile``, runs on create, update and resume (kopf handlers) and from a
+periodic resync, so a restart at any point converges to the same objects: it reads what
+exists, creates what is missing, deletes what is surplus, schedules pending pods and
+reports. It never writes an InferenceService's spec, only its status; what it owns it
+applies server-side with its own field manager, so re-applying a manifest is a no-op.
+Invalid objects get Ready=False with the field named and a Warning Event, and nothing else
+is touched. Status and Events are written by ``reconcile`` itself, so both paths report the
+same way.
+
+Deletion needs no handler and no finalizer: owner references let garbage collection remove
+the pods, Service and PodDisruptionBudget, so deleting an InferenceService never waits for
+the operator, healthy or not. That is why the periodic pass is a resync task of Trireme's
+own and not a ``kopf.timer``: kopf adds a finalizer to every object a timer or daemon
+serves, and removes it only when a healthy operator stops the timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,76 +32,130 @@ import tritonclient.http as triton_http
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from trireme.operator import metrics as operator_metrics
 from trireme.operator.api import GROUP, PLURAL, TRITON_HTTP_PORT, VERSION, InferenceService, InvalidInferenceService
-from trireme.operator.binder import Binder
-from trireme.operator.reconcile import (FIELD_MANAGER, desired_pdb, desired_pods, desired_service, invalid_status,
-                                        pod_changes, pod_is_ready, selector_string, service_status)
+from trireme.operator.binder import Binder, Outcome
+from trireme.operator.leadership import Leadership, own_identity
+from trireme.operator.metrics import Health, OperatorMetrics
+from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, desired_pdb, desired_pods, desired_service,
+                                        invalid_status, pod_changes, pod_is_ready, selector_string, service_status)
 from trireme.operator.settings import OperatorSettings
 from trireme.scheduler.firstfit import Bind, Unschedulable
 
 log = logging.getLogger(__name__)
 APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+COMPONENT = "trireme"
 
 
-def configure(memo: kopf.Memo, kopf_settings: kopf.OperatorSettings, settings: OperatorSettings,
-              api: client.ApiClient) -> None:
+@dataclass(frozen=True)
+class Context:
+    """What a reconcile needs: settings, the API client, the scheduler's binder and the metrics."""
+
+    settings: OperatorSettings
+    api: client.ApiClient
+    binder: Binder
+    metrics: OperatorMetrics
+    identity: str = COMPONENT
+
+    @classmethod
+    def create(cls, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics | None = None,
+               identity: str = COMPONENT) -> Context:
+        """A context whose binder reports every scheduling attempt to ``metrics``; ``identity`` names
+        this replica in the Events it posts."""
+        metrics = metrics or OperatorMetrics()
+        return cls(settings, api, Binder(api, settings.scheduler_name, metrics.scheduling_attempt), metrics,
+                   identity)
+
+
+def configure(memo: kopf.Memo, kopf_settings: kopf.OperatorSettings, context: Context) -> None:
     """Put what the handlers need into kopf's memo, and keep kopf's bookkeeping out of status."""
-    memo.settings = settings
-    memo.api = api
-    memo.binder = Binder(api, settings.scheduler_name)
+    memo.context = context
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     kopf_settings.posting.level = logging.WARNING
     kopf_settings.watching.server_timeout = 60
 
 
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    """Register the InferenceService handlers with ``registry``."""
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the InferenceService handlers with ``registry``: none of them needs a finalizer."""
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(GROUP, VERSION, PLURAL, registry=registry, id="converge")(converge)
-    kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="periodic", interval=settings.reconcile_interval_s,
-               idle=None, sharp=False)(converge)
 
 
-def converge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def converge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The kopf handler: reconcile the object kopf saw."""
+    reconcile(memo.context, body)
+
+
+def reconcile(context: Context, obj: Mapping[str, Any]) -> None:
     """Bring one InferenceService's owned objects and status to what its spec asks for."""
+    started = time.monotonic()
+    result = "error"
+    try:
+        result = _reconcile(context, obj)
+    finally:
+        context.metrics.reconciled(result, time.monotonic() - started)
+
+
+def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
     now = datetime.now(UTC)
     raw = {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": dict(body["metadata"]),
            "spec": dict(body.get("spec") or {}), "status": _known_status(body.get("status") or {})}
     try:
         tis = InferenceService.from_api(raw)
     except InvalidInferenceService as exc:
-        _report_invalid(body, patch, str(exc), now)
-        return
-    settings: OperatorSettings = memo.settings
-    core = client.CoreV1Api(memo.api)
-    _apply_service(memo.api, desired_service(tis))
-    _apply_pdb(memo.api, desired_pdb(tis))
-    namespace = tis.metadata.namespace or ""
-    pods = _service_pods(core, namespace, tis.metadata.name or "")
+        _report_invalid(context, body, str(exc), now)
+        return "invalid"
+    settings = context.settings
+    core = client.CoreV1Api(context.api)
+    _apply_service(context.api, desired_service(tis))
+    _apply_pdb(context.api, desired_pdb(tis))
+    namespace, name = tis.metadata.namespace or "", tis.metadata.name or ""
+    pods = _service_pods(core, namespace, name)
     changes = pod_changes(desired_pods(tis, settings.scheduler_name), pods)
     for pod in changes.create:
         _create_pod(core, namespace, pod)
-    for name in changes.delete:
-        _delete_pod(core, namespace, name)
+    for pod_name in changes.delete:
+        _delete_pod(core, namespace, pod_name)
     if changes.create or changes.delete:
-        pods = _service_pods(core, namespace, tis.metadata.name or "")
+        pods = _service_pods(core, namespace, name)
     recorded = _known_unschedulable(pods, {})
-    outcomes = memo.binder.schedule(pods)
+    outcomes = _schedule(context, pods)
     for outcome in outcomes:
         if isinstance(outcome.decision, Bind):
-            kopf.event(body, type="Normal", reason="Scheduled",
-                       message=f"pod {outcome.pod} bound to node {outcome.decision.node}, "
-                               f"GPUs {list(outcome.decision.gpu_indices)}")
+            record_event(context, body, "Normal", "Scheduled",
+                         f"pod {outcome.pod} bound to node {outcome.decision.node}, "
+                         f"GPUs {list(outcome.decision.gpu_indices)}")
         elif recorded.get(outcome.pod) != outcome.decision.reason:
-            kopf.warn(body, reason="FailedScheduling", message=f"pod {outcome.pod}: {outcome.decision.reason}")
+            record_event(context, body, "Warning", "FailedScheduling", f"pod {outcome.pod}: {outcome.decision.reason}")
     if any(isinstance(o.decision, Bind) for o in outcomes):
-        pods = _service_pods(core, namespace, tis.metadata.name or "")
+        pods = _service_pods(core, namespace, name)
     unschedulable = {o.pod: o.decision.reason for o in outcomes if isinstance(o.decision, Unschedulable)}
     unschedulable |= _known_unschedulable(pods, unschedulable)
     ready = models_ready(pods, [m.name for m in tis.spec.models], settings.triton_timeout_s)
     status = service_status(tis, pods, ready, unschedulable, now)
-    _report(body, patch, status)
+    context.metrics.pending(namespace, name, _pending_replicas(pods))
+    _report(context, body, status)
+    return "ok"
+
+
+def _schedule(context: Context, pods: list[dict[str, Any]]) -> list[Outcome]:
+    """One scheduling cycle for the service's pending pods, timed when there was anything to place."""
+    started = time.monotonic()
+    outcomes: list[Outcome] = []
+    try:
+        outcomes = context.binder.schedule(pods)
+    finally:
+        if outcomes or any(not (p.get("spec") or {}).get("nodeName") for p in pods):
+            context.metrics.scheduling_cycle_took(time.monotonic() - started)
+    return outcomes
+
+
+def _pending_replicas(pods: Iterable[Mapping[str, Any]]) -> int:
+    """Replicas with at least one live pod not bound to a node."""
+    return len({(p["metadata"].get("labels") or {}).get(REPLICA_LABEL, p["metadata"]["name"]) for p in pods
+                if not (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")})
 
 
 def models_ready(pods: Iterable[Mapping[str, Any]], models: list[str], timeout_s: float) -> set[str]:
@@ -125,21 +188,45 @@ def _known_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k in known}
 
 
-def _report_invalid(body: kopf.Body, patch: kopf.Patch, message: str, now: datetime) -> None:
+def _report_invalid(context: Context, body: Mapping[str, Any], message: str, now: datetime) -> None:
     previous = list((body.get("status") or {}).get("conditions") or [])
     status = invalid_status(message, body["metadata"].get("generation"), previous, now)
     before = next((c for c in previous if c.get("type") == "Ready"), {})
     if before.get("reason") != "InvalidSpec" or before.get("message") != message:
-        kopf.warn(body, reason="InvalidSpec", message=message)
-    _report(body, patch, status)
+        record_event(context, body, "Warning", "InvalidSpec", message)
+    _report(context, body, status)
 
 
-def _report(body: kopf.Body, patch: kopf.Patch, status: dict[str, Any]) -> None:
-    """Write ``status`` when it differs from what the object shows (no writes when nothing changed)."""
+def _report(context: Context, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+    """Merge-patch ``status`` onto the status subresource when it differs from what the object shows."""
     current = dict(body.get("status") or {})
-    if any(current.get(key) != value for key, value in status.items()):
-        for key, value in status.items():
-            patch.status[key] = value
+    if all(current.get(key) == value for key, value in status.items()):
+        return
+    meta = body["metadata"]
+    try:
+        client.CustomObjectsApi(context.api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": status}, _content_type=MERGE,
+            _preload_content=False)
+    except ApiException as exc:
+        if exc.status != 404:  # deleted meanwhile: nothing to report on
+            raise
+
+
+def record_event(context: Context, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """Post a core/v1 Event about the InferenceService; a failure to post is logged, never raised."""
+    meta = body["metadata"]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event = {"apiVersion": "v1", "kind": "Event",
+             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+             "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+                                "namespace": meta["namespace"], "uid": meta.get("uid")},
+             "type": kind, "reason": reason, "message": message[:1024],
+             "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+             "reportingInstance": context.identity[:128], "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+    try:
+        client.CoreV1Api(context.api).create_namespaced_event(meta["namespace"], event, _preload_content=False)
+    except (ApiException, OSError) as exc:
+        log.warning("could not post event %s about %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
 
 
 def _apply_service(api: client.ApiClient, obj: dict[str, Any]) -> None:
@@ -206,29 +293,124 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+def list_services(context: Context) -> list[dict[str, Any]]:
+    """Every InferenceService the operator serves: in its namespaces, or in all of them."""
+    custom = client.CustomObjectsApi(context.api)
+    namespaces = context.settings.namespaces
+    if not namespaces:
+        response = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False)
+        return json.loads(response.data)["items"]
+    found: list[dict[str, Any]] = []
+    for namespace in namespaces:
+        response = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False)
+        found += json.loads(response.data)["items"]
+    return found
+
+
+def resync_pass(context: Context, leadership: Leadership) -> int:
+    """One periodic pass: when this replica acts, reconcile every InferenceService not being deleted.
+
+    Picks up what no watch event announces (pod readiness, GPUs freed elsewhere, drift). Each
+    service is read again just before its reconcile, so a service deleted since the list gets no
+    new pods that would outlive it. One service's failure is logged and does not stop the others.
+    Returns how many were reconciled.
+    """
+    acting = leadership.acting()
+    context.metrics.leader.set(1 if acting else 0)
+    if not acting:
+        return 0
+    services = list_services(context)
+    context.metrics.forget_services((s["metadata"].get("namespace", ""), s["metadata"]["name"]) for s in services)
+    done = 0
+    for listed in services:
+        try:
+            obj = _fresh(context, listed)  # the list may be a pass old: never act for a deleted service
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                continue
+            reconcile(context, obj)
+            done += 1
+        except Exception:  # one broken service must not starve the others; the next pass retries it
+            log.exception("reconciling %s/%s failed", obj["metadata"].get("namespace"), obj["metadata"]["name"])
+    return done
+
+
+def _fresh(context: Context, listed: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object as it is now, or None when it is gone (or was replaced by one of the same name)."""
+    meta = listed["metadata"]
+    try:
+        response = client.CustomObjectsApi(context.api).get_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    obj: dict[str, Any] = json.loads(response.data)
+    return obj if obj["metadata"].get("uid") == meta.get("uid") else None
+
+
+async def resync(context: Context, leadership: Leadership, health: Health, stop: asyncio.Event) -> None:
+    """Run ``resync_pass`` every ``reconcile_interval_s`` seconds until ``stop`` is set."""
+    interval = context.settings.reconcile_interval_s
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(resync_pass, context, leadership)
+        except Exception as exc:  # the API server away for a moment: try again next pass
+            log.warning("resync pass failed: %s", exc)
+        health.passed()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+
+
 async def run(settings: OperatorSettings, stop_flag: Any = None) -> None:
-    """Run the operator until stopped (SIGINT/SIGTERM, or ``stop_flag``).
+    """Run the operator until stopped (SIGINT/SIGTERM, or ``stop_flag``: an asyncio or threading Event).
 
     Leader election uses kopf peering rather than a Lease: kopf already pauses its watches and
     handlers while a peer of higher priority is alive, so nothing of Trireme's runs in a paused
-    replica. With ``settings.standalone`` (the default, for one replica) there is no peering; with
-    ``settings.peering`` set, the replica with the highest priority acts. Peering needs the KopfPeering
-    (or, cluster-wide, ClusterKopfPeering) CRD and a peering object of that name.
+    replica, and ``Leadership`` holds the resync to the same rule. With ``settings.standalone`` (the
+    default, for one replica) there is no peering; with ``settings.peering`` set, the replica with
+    the highest priority acts. Peering needs the KopfPeering (or, cluster-wide, ClusterKopfPeering)
+    CRD and a peering object of that name; the chart installs both when leader election is on.
+
+    Next to kopf run the resync task and Trireme's HTTP endpoints (``metrics.serve``): /metrics on
+    ``settings.metrics_port``, /healthz and /readyz on ``settings.health_port``.
     """
     api = api_client()
+    identity = own_identity()
+    metrics = OperatorMetrics()
+    context = Context.create(settings, api, metrics, identity)
+    leadership = Leadership(api, settings, identity)
+    health = Health(stall_after_s=max(60.0, 10 * settings.reconcile_interval_s))
     registry = kopf.OperatorRegistry()
     kopf_settings = kopf.OperatorSettings()
     memo = kopf.Memo()
-    configure(memo, kopf_settings, settings, api)
-    register(registry, settings)
+    configure(memo, kopf_settings, context)
+    register(registry)
     kopf.on.login(registry=registry)(kopf.login_via_client)
+    ready = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def mark_ready() -> None:
+        await ready.wait()
+        health.ready = True
+
     try:
-        await kopf.operator(registry=registry, settings=kopf_settings, memo=memo,
-                            standalone=settings.standalone,
-                            peering_name=None if settings.standalone else settings.peering,
-                            priority=settings.priority, clusterwide=not settings.namespaces,
-                            namespaces=settings.namespaces, stop_flag=stop_flag,
-                            liveness_endpoint=(f"http://0.0.0.0:{settings.metrics_port}/healthz"
-                                               if settings.metrics_port else None))
+        async with operator_metrics.serve(metrics, health, settings.metrics_port, settings.health_port):
+            # created before kopf starts, so kopf's shutdown leaves them to us
+            background = [asyncio.create_task(mark_ready(), name="readiness"),
+                          asyncio.create_task(resync(context, leadership, health, stop), name="resync")]
+            try:
+                await kopf.operator(registry=registry, settings=kopf_settings, memo=memo,
+                                    standalone=settings.standalone,
+                                    peering_name=None if settings.standalone else settings.peering,
+                                    priority=settings.priority, identity=identity,
+                                    clusterwide=not settings.namespaces, namespaces=settings.namespaces,
+                                    stop_flag=stop_flag, ready_flag=ready)
+            finally:
+                stop.set()
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
     finally:
         api.close()

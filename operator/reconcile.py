@@ -229,10 +229,13 @@ def pod_is_ready(pod: Mapping[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def condition(kind: ConditionType, holds: bool, reason: str, message: str, generation: int | None,
+def condition(kind: ConditionType, holds: bool | ConditionStatus, reason: str, message: str, generation: int | None,
               previous: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
-    """A status condition; lastTransitionTime is kept from ``previous`` unless the status changed."""
-    status = ConditionStatus.TRUE if holds else ConditionStatus.FALSE
+    """A status condition; lastTransitionTime is kept from ``previous`` unless the status changed.
+
+    ``holds`` is True or False, or ConditionStatus.UNKNOWN when the operator cannot tell.
+    """
+    status = holds if isinstance(holds, ConditionStatus) else ConditionStatus.TRUE if holds else ConditionStatus.FALSE
     before = next((c for c in previous if c.get("type") == kind), None)
     changed = before is None or before.get("status") != status
     since = now.isoformat().replace("+00:00", "Z") if changed else before["lastTransitionTime"]
@@ -243,12 +246,93 @@ def condition(kind: ConditionType, holds: bool, reason: str, message: str, gener
     return result
 
 
+CRASH_LOOP_REASONS = frozenset({"CrashLoopBackOff"})
+"""Container waiting reasons that mean a replica keeps failing rather than still starting."""
+
+
+@dataclass(frozen=True)
+class MetricsObservation:
+    """What the autoscaler found when it last read a service's metrics (MetricsAvailable).
+
+    The autoscaler fills it in; until it reads metrics for a service, ``None`` is passed and
+    the condition says why nothing was read.
+    """
+
+    available: bool
+    reason: str
+    message: str
+
+
+def crash_looping(pods: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``pod/container`` of every container that waits to restart after failing again and again."""
+    found = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in CRASH_LOOP_REASONS:
+                found.append(f"{pod['metadata']['name']}/{status.get('name', '')}")
+    return found
+
+
+def degraded_condition(tis: InferenceService, pods: Sequence[Mapping[str, Any]], models_ready: set[str],
+                       ready_replicas: int, previous: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
+    """Degraded: the service serves less than it did, or a replica keeps failing.
+
+    True when a container crash-loops; when Triton answers on a Ready pod but reports a model not
+    ready; or when fewer replicas are ready than were before (``status.readyReplicas``) and than are
+    desired, which stays True until every desired replica is ready again. A service that is still
+    coming up, or scaling up, is Progressing, not Degraded.
+    """
+    generation = tis.metadata.generation
+    desired = tis.spec.replicas
+    loops = crash_looping(pods)
+    if loops:
+        return condition(ConditionType.DEGRADED, True, "CrashLoopBackOff",
+                         f"restarting after repeated failures: {', '.join(sorted(loops))}", generation, previous, now)
+    unloaded = sorted(p["metadata"]["name"] for p in pods
+                      if pod_is_ready(p) and p["metadata"]["name"] not in models_ready)
+    if unloaded:
+        return condition(ConditionType.DEGRADED, True, "ModelNotReady",
+                         f"Triton reports a model of {', '.join(m.name for m in tis.spec.models)} not ready on "
+                         f"{', '.join(unloaded)}", generation, previous, now)
+    before = next((c for c in previous if c.get("type") == ConditionType.DEGRADED), {})
+    served = tis.status.ready_replicas if tis.status else 0
+    lost = ready_replicas < min(desired, served)
+    still = before.get("status") == ConditionStatus.TRUE and ready_replicas < desired
+    if lost or still:
+        return condition(ConditionType.DEGRADED, True, "ReplicasUnavailable",
+                         f"{ready_replicas} of {desired} replicas ready: a replica that served is not ready now",
+                         generation, previous, now)
+    return condition(ConditionType.DEGRADED, False, "AsExpected", "no replica lost or failing", generation,
+                     previous, now)
+
+
+def metrics_condition(tis: InferenceService, observation: MetricsObservation | None,
+                      previous: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
+    """MetricsAvailable: whether the autoscaler reads current metrics for the service.
+
+    Unknown while nothing is read: autoscaling is off (AutoscalingDisabled), or no reading has been
+    made yet (NotRead). Otherwise the autoscaler's ``observation`` decides.
+    """
+    generation = tis.metadata.generation
+    if not tis.spec.autoscaling.enabled:
+        return condition(ConditionType.METRICS_AVAILABLE, ConditionStatus.UNKNOWN, "AutoscalingDisabled",
+                         "spec.autoscaling.enabled is false: no metrics are read", generation, previous, now)
+    if observation is None:
+        return condition(ConditionType.METRICS_AVAILABLE, ConditionStatus.UNKNOWN, "NotRead",
+                         "the autoscaler has not read metrics for this service yet", generation, previous, now)
+    return condition(ConditionType.METRICS_AVAILABLE, observation.available, observation.reason, observation.message,
+                     generation, previous, now)
+
+
 def service_status(tis: InferenceService, pods: Iterable[Mapping[str, Any]], models_ready: set[str],
-                   unschedulable: Mapping[str, str], now: datetime) -> dict[str, Any]:
+                   unschedulable: Mapping[str, str], now: datetime,
+                   metrics: MetricsObservation | None = None) -> dict[str, Any]:
     """The status to report.
 
     ``pods`` are the service's existing pods; ``models_ready`` names the pods on which Triton reports
-    every model ready; ``unschedulable`` maps pending pod names to why they fit nowhere.
+    every model ready; ``unschedulable`` maps pending pod names to why they fit nowhere; ``metrics`` is
+    the autoscaler's last reading, if any.
     """
     name, namespace, generation = tis.metadata.name or "", tis.metadata.namespace or "", tis.metadata.generation
     previous = (tis.status.model_dump(by_alias=True, mode="json")["conditions"] if tis.status else [])
@@ -283,9 +367,11 @@ def service_status(tis: InferenceService, pods: Iterable[Mapping[str, Any]], mod
     progressing = condition(ConditionType.PROGRESSING, not all_ready, "Reconciling" if not all_ready else "Stable",
                             f"moving to {desired} ready replicas" if not all_ready else "no change under way",
                             generation, previous, now)
+    degraded = degraded_condition(tis, live, models_ready, ready_replicas, previous, now)
     return {"observedGeneration": generation, "replicas": len(placements), "readyReplicas": ready_replicas,
             "desiredReplicas": desired, "placements": placements,
-            "conditions": [ready_condition, scheduled, progressing],
+            "conditions": [ready_condition, scheduled, progressing, degraded,
+                           metrics_condition(tis, metrics, previous, now)],
             "endpoint": endpoint(name, namespace), "selector": selector_string(name)}
 
 

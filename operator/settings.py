@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -27,15 +28,24 @@ class OperatorSettings:
     """Where Triton's metrics are read from (the autoscaler and rebalancer use it); the in-cluster
     name of a kube-prometheus install."""
     reconcile_interval_s: float = 2.0
-    """How often every InferenceService is reconciled even without a change: picks up pod readiness,
-    binds pods that became placeable, and repairs drift. Two seconds keeps user-visible latency low at
-    the cost of one pod list per service per interval."""
+    """How often the resync pass reconciles every InferenceService even without a change: picks up pod
+    readiness, binds pods that became placeable, and repairs drift. Two seconds keeps user-visible
+    latency low at the cost of one InferenceService list, and one read and one pod list per service,
+    per interval. The liveness probe fails when a pass has not completed for ten intervals (at least
+    a minute)."""
     triton_timeout_s: float = 1.0
     """Timeout of one Triton model-readiness check: short, so one hung replica cannot stall a cycle."""
     metrics_port: int = 0
-    """Port of the operator's health endpoint (``/healthz``, for liveness probes; its own
-    Prometheus metrics will be served there too). 0, the default outside a cluster, serves
-    nothing, so several operators can run side by side; the chart sets 9090."""
+    """Port of the operator's own Prometheus metrics (``/metrics``). 0, the default outside a cluster,
+    serves nothing, so several operators can run side by side; the chart sets 9090. Probes are on
+    ``health_port``, apart from metrics as in controller-runtime, so a Service or ServiceMonitor can
+    publish metrics without publishing the probes."""
+    health_port: int = 0
+    """Port of the probes: ``/healthz`` (liveness: the resync loop has completed a pass recently, so a
+    hung operator is restarted) and ``/readyz`` (readiness: kopf has started its watches). Trireme
+    serves these itself rather than with kopf's liveness endpoint, which only shows that the event
+    loop answers. 0 serves nothing; the chart sets 8081. Equal to ``metrics_port``, one server
+    serves all three paths."""
     standalone: bool = True
     """Run without leader election. The default because it needs nothing installed and is correct
     for the single operator replica a Deployment runs; see ``peering`` for more replicas."""
@@ -45,7 +55,10 @@ class OperatorSettings:
     watched namespace, or ClusterKopfPeering when watching the whole cluster."""
     priority: int = 0
     """kopf peering priority of this replica: the replica with the highest priority acts and the others
-    pause; give each replica a distinct value so two never both act."""
+    pause. kopf pauses *every* replica that shares its priority with another, so values must be
+    distinct: with ``peering`` set and no priority given, ``from_sources`` draws a random one from
+    1 .. 2**31-1 (two replicas collide with a chance of about one in a billion), which lets one
+    Deployment template serve every replica."""
 
     @classmethod
     def from_sources(cls, args: argparse.Namespace | None = None,
@@ -62,7 +75,14 @@ class OperatorSettings:
             values[item.name] = _convert(item.name, item.type, raw)
         if values.get("peering") and "standalone" not in values:
             values["standalone"] = False
+        if values.get("peering") and "priority" not in values:
+            values["priority"] = random_priority()
         return cls(**values)  # type: ignore[arg-type]
+
+
+def random_priority() -> int:
+    """A peering priority for a replica that was given none (see ``OperatorSettings.priority``)."""
+    return 1 + secrets.randbelow(2**31 - 1)
 
 
 def _convert(name: str, kind: object, raw: object) -> object:
@@ -93,11 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prometheus-url", dest="prometheus_url", help="Prometheus base URL")
     parser.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float,
                         help="seconds between periodic reconciles (default 2)")
-    parser.add_argument("--metrics-port", dest="metrics_port", type=int, help="operator metrics port (0: off)")
+    parser.add_argument("--metrics-port", dest="metrics_port", type=int, help="port of /metrics (0: off)")
+    parser.add_argument("--health-port", dest="health_port", type=int, help="port of /healthz and /readyz (0: off)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--standalone", dest="standalone", action="store_const", const=True,
                       help="no leader election (the default)")
     mode.add_argument("--peering", dest="peering", help="kopf peering name: leader election between replicas")
-    parser.add_argument("--priority", dest="priority", type=int, help="peering priority of this replica")
+    parser.add_argument("--priority", dest="priority", type=int,
+                        help="peering priority of this replica (default with --peering: random)")
     parser.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"),
                         help="log level (default info)")

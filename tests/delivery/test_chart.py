@@ -32,15 +32,20 @@ CRD_NAME = "inferenceservices.serving.trireme.io"
 TRITON_POD_LABELS = {"app.kubernetes.io/managed-by": "trireme"}
 RBAC_KINDS = {"ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"}
 # Kinds Kubernetes itself does not define: their shape is checked by hand below.
-CUSTOM_KINDS = {"PodMonitor"}
+CUSTOM_KINDS = {"PodMonitor", "ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+PEERING_CRDS = ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"]
 
 Run = Callable[..., CompletedProcess[str]]
 Manifest = dict[str, Any]
 
 WATCHED = ("--set-json", 'watchNamespaces=["team-a","team-b"]')
 POD_MONITOR = ("--set", "podMonitor.enabled=true")
+SERVICE_MONITOR = ("--set", "serviceMonitor.enabled=true")
+LEADER_ELECTION = ("--set", "replicas=2")
 EVERY_VALUE = (
-    *WATCHED, *POD_MONITOR,
+    *WATCHED, *POD_MONITOR, *SERVICE_MONITOR,
+    "--set", "leaderElection.enabled=true,health.port=8181,serviceMonitor.interval=15s",
+    "--set-json", 'serviceMonitor.labels={"release":"prometheus"}',
     "--set", "prometheusUrl=http://prometheus-operated.monitoring.svc:9090,logLevel=debug,image.tag=dev",
     "--set-json", 'imagePullSecrets=[{"name":"registry"}]',
     "--set-json", 'nodeSelector={"node-role.kubernetes.io/control-plane":""}',
@@ -58,6 +63,9 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "default": (),
     "watched-namespaces": WATCHED,
     "pod-monitor": POD_MONITOR,
+    "service-monitor": SERVICE_MONITOR,
+    "leader-election": LEADER_ELECTION,
+    "leader-election-watched-namespaces": (*LEADER_ELECTION, *WATCHED),
     "every-value": EVERY_VALUE,
 }
 SCENARIO_IDS = list(SCENARIOS)
@@ -130,16 +138,28 @@ def test_helm_lint_passes(helm_offline: Run, args: tuple[str, ...], strict: bool
     assert "[WARNING]" not in out and "[ERROR]" not in out, out
 
 
+CRDS = ["CustomResourceDefinition"] * 3  # InferenceService, and kopf's two peering kinds
+
+
 @pytest.mark.parametrize("args, kinds", [
     pytest.param(SCENARIOS["default"],
-                 ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Role", "RoleBinding",
-                  "Service", "ServiceAccount"], id="default"),
+                 ["ClusterRole", "ClusterRoleBinding", *CRDS, "Deployment", "Service", "ServiceAccount"], id="default"),
     pytest.param(SCENARIOS["watched-namespaces"],
-                 ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Role", "Role", "Role",
-                  "RoleBinding", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"], id="watched-namespaces"),
+                 ["ClusterRole", "ClusterRoleBinding", *CRDS, "Deployment", "Role", "Role", "RoleBinding",
+                  "RoleBinding", "Service", "ServiceAccount"], id="watched-namespaces"),
     pytest.param(SCENARIOS["pod-monitor"],
-                 ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "PodMonitor", "Role",
-                  "RoleBinding", "Service", "ServiceAccount"], id="pod-monitor"),
+                 ["ClusterRole", "ClusterRoleBinding", *CRDS, "Deployment", "PodMonitor", "Service", "ServiceAccount"],
+                 id="pod-monitor"),
+    pytest.param(SCENARIOS["service-monitor"],
+                 ["ClusterRole", "ClusterRoleBinding", *CRDS, "Deployment", "Service", "ServiceAccount",
+                  "ServiceMonitor"], id="service-monitor"),
+    pytest.param(SCENARIOS["leader-election"],
+                 ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", *CRDS, "Deployment", "Service",
+                  "ServiceAccount"], id="leader-election"),
+    pytest.param(SCENARIOS["leader-election-watched-namespaces"],
+                 ["ClusterRole", "ClusterRoleBinding", *CRDS, "Deployment", "KopfPeering", "KopfPeering", "Role",
+                  "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"],
+                 id="leader-election-watched-namespaces"),
 ])
 def test_chart_renders_these_objects(render: Callable[..., list[Manifest]], args: tuple[str, ...],
                                      kinds: list[str]) -> None:
@@ -216,9 +236,15 @@ def rbac_view(manifests: list[Manifest]) -> dict[str, Any]:
     return {"roles": roles, "bindings": bindings}
 
 
-@pytest.mark.parametrize("scenario", ["all-namespaces", "watched-namespaces"])
+ALLOWLIST_SCENARIOS = {"all-namespaces": "default", "watched-namespaces": "watched-namespaces",
+                       "leader-election": "leader-election",
+                       "leader-election-watched-namespaces": "leader-election-watched-namespaces"}
+"""Allowlist section -> the chart scenario it describes."""
+
+
+@pytest.mark.parametrize("scenario", list(ALLOWLIST_SCENARIOS))
 def test_rendered_rbac_is_exactly_the_allowlist(render: Callable[..., list[Manifest]], scenario: str) -> None:
-    args = SCENARIOS["default"] if scenario == "all-namespaces" else SCENARIOS["watched-namespaces"]
+    args = SCENARIOS[ALLOWLIST_SCENARIOS[scenario]]
     allowed = yaml.safe_load(ALLOWLIST.read_text(encoding="utf-8"))[scenario]
     allowed["roles"] = {role: {key: sorted(verbs) for key, verbs in grants.items()}
                         for role, grants in allowed["roles"].items()}
@@ -328,16 +354,25 @@ def test_read_only_root_has_a_writable_tmp(render: Callable[..., list[Manifest]]
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
+PORTS = ["--metrics-port=9090", "--health-port=8081"]
+
+
 @pytest.mark.parametrize("args, expected", [
-    pytest.param((), ["run", "--scheduler-name=trireme", "--metrics-port=9090", "--log-level=info"], id="defaults"),
-    pytest.param(WATCHED, ["run", "--namespace=team-a", "--namespace=team-b", "--scheduler-name=trireme",
-                           "--metrics-port=9090", "--log-level=info"], id="watched-namespaces"),
+    pytest.param((), ["run", "--scheduler-name=trireme", *PORTS, "--log-level=info"], id="defaults"),
+    pytest.param(WATCHED, ["run", "--namespace=team-a", "--namespace=team-b", "--scheduler-name=trireme", *PORTS,
+                           "--log-level=info"], id="watched-namespaces"),
     pytest.param(("--set", "prometheusUrl=http://prometheus.monitoring:9090"),
-                 ["run", "--scheduler-name=trireme", "--prometheus-url=http://prometheus.monitoring:9090",
-                  "--metrics-port=9090", "--log-level=info"], id="prometheus-url"),
-    pytest.param(("--set", "schedulerName=gpu.example.com,logLevel=debug,metrics.port=9191"),
-                 ["run", "--scheduler-name=gpu.example.com", "--metrics-port=9191", "--log-level=debug"],
-                 id="scheduler-log-level-port"),
+                 ["run", "--scheduler-name=trireme", "--prometheus-url=http://prometheus.monitoring:9090", *PORTS,
+                  "--log-level=info"], id="prometheus-url"),
+    pytest.param(("--set", "schedulerName=gpu.example.com,logLevel=debug,metrics.port=9191,health.port=9192"),
+                 ["run", "--scheduler-name=gpu.example.com", "--metrics-port=9191", "--health-port=9192",
+                  "--log-level=debug"], id="scheduler-log-level-ports"),
+    # one flag for every pod: each draws its own random priority at start (kopf pauses equal ones)
+    pytest.param(LEADER_ELECTION, ["run", "--scheduler-name=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
+                 id="leader-election"),
+    pytest.param(("--set", "leaderElection.enabled=true"),
+                 ["run", "--scheduler-name=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
+                 id="leader-election-with-one-pod"),
 ])
 def test_operator_args_follow_the_values(render: Callable[..., list[Manifest]], args: tuple[str, ...],
                                          expected: list[str]) -> None:
@@ -346,17 +381,18 @@ def test_operator_args_follow_the_values(render: Callable[..., list[Manifest]], 
     assert container["args"] == expected
 
 
-@pytest.mark.parametrize("args, port", [
-    pytest.param((), 9090, id="default"),
-    pytest.param(("--set", "metrics.port=9191"), 9191, id="moved"),
+@pytest.mark.parametrize("args, port, health", [
+    pytest.param((), 9090, 8081, id="default"),
+    pytest.param(("--set", "metrics.port=9191,health.port=9192"), 9191, 9192, id="moved"),
 ])
 def test_metrics_port_probes_and_service_agree(render: Callable[..., list[Manifest]], args: tuple[str, ...],
-                                               port: int) -> None:
+                                               port: int, health: int) -> None:
     manifests = render(*args)
     container = operator_container(manifests)
-    assert container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"},
+                                  {"name": "health", "containerPort": health, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     service = the(manifests, "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
     pod_labels = operator_pod(manifests)["metadata"]["labels"]
@@ -391,6 +427,49 @@ def test_deployment_follows_the_values(render: Callable[..., list[Manifest]], ar
     for key in field.split("."):
         value = value[int(key)] if isinstance(value, list) else (value or {}).get(key)
     assert value == expected
+
+
+# ---------------------------------------------------------------------------- leader election
+
+def test_no_peering_for_one_pod_by_default(render: Callable[..., list[Manifest]]) -> None:
+    kinds = {m["kind"] for m in render()}
+    assert not kinds & {"ClusterKopfPeering", "KopfPeering"}
+    assert not any(a.startswith("--peering") for a in operator_container(render())["args"])
+
+
+@pytest.mark.parametrize("args, kind, namespaces", [
+    pytest.param(LEADER_ELECTION, "ClusterKopfPeering", [None], id="all-namespaces"),
+    pytest.param((*LEADER_ELECTION, *WATCHED), "KopfPeering", ["team-a", "team-b"], id="watched-namespaces"),
+])
+def test_peering_objects_are_the_ones_the_pods_use(render: Callable[..., list[Manifest]], args: tuple[str, ...],
+                                                   kind: str, namespaces: list[str | None]) -> None:
+    manifests = render(*args)
+    peerings = [m for m in manifests if m["kind"] == kind]
+    assert [m["metadata"].get("namespace") for m in peerings] == namespaces
+    assert {m["apiVersion"] for m in peerings} == {"kopf.dev/v1"}
+    flag = next(a for a in operator_container(manifests)["args"] if a.startswith("--peering="))
+    assert {m["metadata"]["name"] for m in peerings} == {flag.split("=", 1)[1]}
+    crds = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "CustomResourceDefinition"}
+    crd = crds[f"{kind.lower()}s.kopf.dev"]
+    assert crd["spec"]["scope"] == ("Cluster" if kind == "ClusterKopfPeering" else "Namespaced")
+    assert the(manifests, "Deployment")["spec"]["replicas"] == 2
+
+
+# ---------------------------------------------------------------------------- ServiceMonitor
+
+def test_no_service_monitor_by_default(render: Callable[..., list[Manifest]]) -> None:
+    assert [m for m in render() if m["kind"] == "ServiceMonitor"] == []
+
+
+def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(*EVERY_VALUE)
+    monitor, service = the(manifests, "ServiceMonitor"), the(manifests, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]  # the probes are not published
 
 
 # ---------------------------------------------------------------------------- PodMonitor
@@ -428,6 +507,9 @@ def test_pod_monitor_carries_the_extra_labels(render: Callable[..., list[Manifes
     pytest.param(("--set-json", 'watchNamespaces=["Team_A"]'), "/watchNamespaces/0", id="namespace-name"),
     pytest.param(("--set-json", 'watchNamespaces=["a","a"]'), "/watchNamespaces", id="namespace-twice"),
     pytest.param(("--set", "metrics.port=80"), "/metrics/port", id="privileged-port"),
+    pytest.param(("--set", "health.port=80"), "/health/port", id="privileged-health-port"),
+    pytest.param(("--set", "leaderElection.enabled=yes"), "/leaderElection/enabled", id="leader-election-type"),
+    pytest.param(("--set", "serviceMonitor.interval=often"), "/serviceMonitor/interval", id="interval-pattern"),
     pytest.param(("--set", "prometheusUrl=prometheus:9090"), "/prometheusUrl", id="url-without-scheme"),
     pytest.param(("--set", "podMonitor.enabled=yes"), "/podMonitor/enabled", id="boolean-type"),
     pytest.param(("--set", "replica=2"), "'replica'", id="unknown-key"),
@@ -534,13 +616,16 @@ def fresh_namespace(kubectl: Run) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.mark.parametrize("watched", [False, True], ids=["all-namespaces", "watched-namespaces"])
-def test_helm_install_onto_the_local_cluster(helm: Run, kubectl: Run, fresh_namespace: str, watched: bool) -> None:
+@pytest.mark.parametrize("watched, replicas", [(False, 1), (True, 1), (True, 2)],
+                         ids=["all-namespaces", "watched-namespaces", "leader-election-watched-namespaces"])
+def test_helm_install_onto_the_local_cluster(helm: Run, kubectl: Run, fresh_namespace: str, watched: bool,
+                                             replicas: int) -> None:
     release = namespace = fresh_namespace  # the release name contains "trireme": objects are named after it
     teams = [f"{namespace}-team-{n}" for n in ("a", "b")] if watched else []
     for team in teams:
         kubectl("create", "namespace", team)
     values = ["--set-json", f"watchNamespaces={json.dumps(teams)}"] if watched else []
+    values += ["--set", f"replicas={replicas}"]
     try:
         installed = helm("install", release, str(CHART), "--namespace", namespace, *values).stdout
         assert "kubectl get tis" in installed  # NOTES.txt
@@ -548,14 +633,17 @@ def test_helm_install_onto_the_local_cluster(helm: Run, kubectl: Run, fresh_name
         kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=20s")
         kubectl("get", "tis", "--namespace", namespace)
         deployment = json.loads(kubectl("get", "deployment", release, "-n", namespace, "-o", "json").stdout)
-        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["replicas"] == replicas
         assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
         kubectl("get", "serviceaccount", release, "-n", namespace)
         kubectl("get", "service", f"{release}-metrics", "-n", namespace)
         kubectl("get", "clusterrole,clusterrolebinding", release)
-        kubectl("get", "role,rolebinding", f"{release}-leader-election", "-n", namespace)
+        for crd in PEERING_CRDS:
+            kubectl("get", "crd", crd)
         for team in teams:
             kubectl("get", "role,rolebinding", release, "-n", team)
+            peering = kubectl("get", "kopfpeering", release, "-n", team, check=False)
+            assert (peering.returncode == 0) == (replicas > 1), peering.stderr
         status = json.loads(helm("status", release, "--namespace", namespace, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed"
     finally:

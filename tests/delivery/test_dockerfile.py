@@ -203,7 +203,7 @@ def test_entrypoint_is_the_projects_command(final: Stage) -> None:
 
 
 def test_image_matches_the_chart(final: Stage) -> None:
-    assert final.all("EXPOSE") == [str(CHART_VALUES["metrics"]["port"])]
+    assert final.all("EXPOSE") == [f'{CHART_VALUES["metrics"]["port"]} {CHART_VALUES["health"]["port"]}']
     chart = (ROOT / "charts" / "trireme" / "templates" / "deployment.yaml").read_text(encoding="utf-8")
     assert f"runAsUser: {NON_ROOT_UID}" in chart
 

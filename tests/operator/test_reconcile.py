@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from trireme.operator.api import InferenceService
 from trireme.operator.binder import SHARED_GPUS_UNSUPPORTED, decide, placement_request
-from trireme.operator.reconcile import (desired_pdb, desired_pods, desired_service, invalid_status, model_repository,
+from trireme.operator.reconcile import (MetricsObservation, desired_pdb, desired_pods, desired_service, invalid_status,
+                                        model_repository,
                                         pod_changes, pod_name, service_status)
 from trireme.operator.settings import OperatorSettings, add_arguments
 from trireme.scheduler.firstfit import Bind, Unschedulable
@@ -152,20 +153,23 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 
+NOT_DEGRADED = ("False", "AsExpected")
+NO_AUTOSCALING = ("Unknown", "AutoscalingDisabled")
 STATUS_CASES = [
     ("all-ready", 2, [_pod("svc-r0", 0, "n", "0", True), _pod("svc-r1", 1, "n", "1", True)], {"svc-r0", "svc-r1"},
      {}, 2, {"Ready": ("True", "AllReplicasReady"), "Scheduled": ("True", "AllPodsPlaced"),
-             "Progressing": ("False", "Stable")}),
+             "Progressing": ("False", "Stable"), "Degraded": NOT_DEGRADED, "MetricsAvailable": NO_AUTOSCALING}),
     ("pod-ready-but-model-not", 1, [_pod("svc-r0", 0, "n", "0", True)], set(), {}, 0,
      {"Ready": ("False", "ReplicasNotReady"), "Scheduled": ("True", "AllPodsPlaced"),
-      "Progressing": ("True", "Reconciling")}),
+      "Progressing": ("True", "Reconciling"), "Degraded": ("True", "ModelNotReady"),
+      "MetricsAvailable": NO_AUTOSCALING}),
     ("unschedulable", 2, [_pod("svc-r0", 0, "n", "0", True), _pod("svc-r1", 1)], {"svc-r0"},
      {"svc-r1": "needs 1× GPU on one node; largest free block is 0"}, 1,
      {"Ready": ("False", "ReplicasNotReady"), "Scheduled": ("False", "Unschedulable"),
-      "Progressing": ("True", "Reconciling")}),
+      "Progressing": ("True", "Reconciling"), "Degraded": NOT_DEGRADED, "MetricsAvailable": NO_AUTOSCALING}),
     ("not-created-yet", 1, [], set(), {}, 0,
      {"Ready": ("False", "ReplicasNotReady"), "Scheduled": ("False", "Pending"),
-      "Progressing": ("True", "Reconciling")}),
+      "Progressing": ("True", "Reconciling"), "Degraded": NOT_DEGRADED, "MetricsAvailable": NO_AUTOSCALING}),
 ]
 
 
@@ -202,6 +206,91 @@ def test_status_placements_and_stable_transition_times() -> None:
     scheduled = next(c for c in third["conditions"] if c["type"] == "Scheduled")
     assert ready["lastTransitionTime"] == "2026-01-02T04:00:00Z"
     assert scheduled["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+
+
+def _with_status(service: InferenceService, ready_replicas: int, degraded: str | None = None,
+                 ready: str = "False") -> InferenceService:
+    """``service`` as it was reported before: readyReplicas, and the Degraded condition when given."""
+    conditions = [{"type": "Ready", "status": ready, "reason": "R", "message": "",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    if degraded:
+        conditions.append({"type": "Degraded", "status": degraded, "reason": "R", "message": "",
+                           "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    return InferenceService.from_api({**service.to_api(), "metadata": service.metadata.model_dump(by_alias=True),
+                                      "status": {"readyReplicas": ready_replicas, "conditions": conditions}})
+
+
+def _crash_looping(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["status"]["containerStatuses"] = [{"name": "triton", "restartCount": 4,
+                                           "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
+    return pod
+
+
+def _ready(*names: str) -> list[dict[str, Any]]:
+    return [_pod(name, int(name.rsplit("r", 1)[1]), "n", str(i), True) for i, name in enumerate(names)]
+
+
+# (id, spec.replicas, readyReplicas before, Degraded before, pods, pods whose models are ready, expected, in message)
+DEGRADED_CASES = [
+    ("coming-up-is-not-degraded", 2, 0, None, [_pod("svc-r0", 0), _pod("svc-r1", 1)], set(), NOT_DEGRADED, ""),
+    ("scaling-up-is-not-degraded", 3, 2, "False", _ready("svc-r0", "svc-r1") + [_pod("svc-r2", 2)],
+     {"svc-r0", "svc-r1"}, NOT_DEGRADED, ""),
+    ("scaling-down-is-not-degraded", 1, 2, "False", _ready("svc-r0"), {"svc-r0"}, NOT_DEGRADED, ""),
+    ("a-serving-replica-is-lost", 2, 2, "False", _ready("svc-r0") + [_pod("svc-r1", 1, "n", "1")], {"svc-r0"},
+     ("True", "ReplicasUnavailable"), "1 of 2 replicas ready"),
+    ("stays-degraded-until-all-are-back", 2, 1, "True", _ready("svc-r0") + [_pod("svc-r1", 1, "n", "1")],
+     {"svc-r0"}, ("True", "ReplicasUnavailable"), "1 of 2 replicas ready"),
+    ("recovers-when-all-are-back", 2, 1, "True", _ready("svc-r0", "svc-r1"), {"svc-r0", "svc-r1"}, NOT_DEGRADED, ""),
+    ("crash-loop", 1, 0, None, [_crash_looping(_pod("svc-r0", 0, "n", "0"))], set(), ("True", "CrashLoopBackOff"),
+     "svc-r0/triton"),
+    ("model-not-ready-on-a-ready-pod", 2, 2, "False", _ready("svc-r0", "svc-r1"), {"svc-r0"},
+     ("True", "ModelNotReady"), "not ready on svc-r1"),
+]
+
+
+@pytest.mark.parametrize(("replicas", "served", "before", "pods", "models_ready", "expected", "message"),
+                         [c[1:] for c in DEGRADED_CASES], ids=[c[0] for c in DEGRADED_CASES])
+def test_degraded(replicas: int, served: int, before: str | None, pods: list[dict[str, Any]], models_ready: set[str],
+                  expected: tuple[str, str], message: str) -> None:
+    service = _with_status(tis(replicas=replicas), served, before, ready="True" if served else "False")
+    status = service_status(service, pods, models_ready, {}, LATER)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == expected
+    assert message in degraded["message"]
+    assert degraded["observedGeneration"] == 3
+    changed = before != expected[0]
+    assert degraded["lastTransitionTime"] == ("2026-01-02T04:00:00Z" if changed else "2026-01-01T00:00:00Z")
+
+
+AUTOSCALING = {"enabled": True, "maxReplicas": 4}
+METRICS_CASES = [
+    ("autoscaling-off", {}, None, ("Unknown", "AutoscalingDisabled")),
+    ("not-read-yet", {"autoscaling": AUTOSCALING}, None, ("Unknown", "NotRead")),
+    ("read", {"autoscaling": AUTOSCALING}, MetricsObservation(True, "MetricsRead", "queue time 3 ms"),
+     ("True", "MetricsRead")),
+    ("stale", {"autoscaling": AUTOSCALING}, MetricsObservation(False, "StaleMetrics", "no sample for 5m"),
+     ("False", "StaleMetrics")),
+]
+
+
+@pytest.mark.parametrize(("spec", "observation", "expected"), [c[1:] for c in METRICS_CASES],
+                         ids=[c[0] for c in METRICS_CASES])
+def test_metrics_available(spec: dict[str, Any], observation: MetricsObservation | None,
+                           expected: tuple[str, str]) -> None:
+    status = service_status(tis(**spec), [], set(), {}, NOW, observation)
+    available = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
+    assert (available["status"], available["reason"]) == expected
+    assert available["message"] and available["observedGeneration"] == 3
+
+
+def test_conditions_follow_kubernetes_conventions() -> None:
+    status = service_status(tis(replicas=2), _ready("svc-r0"), {"svc-r0"}, {}, NOW)
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Scheduled", "Progressing", "Degraded",
+                                                         "MetricsAvailable"]
+    for cond in status["conditions"]:
+        assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+        assert cond["status"] in ("True", "False", "Unknown")
+    InferenceService.from_api({**tis().to_api(), "status": status})  # the schema accepts what is reported
 
 
 def test_invalid_status_names_the_field() -> None:
@@ -253,6 +342,8 @@ SETTINGS_CASES = [
      OperatorSettings(namespaces=("x",), scheduler_name="mine")),
     ("peering-means-not-standalone", ["--peering", "trireme", "--priority", "100"], {},
      OperatorSettings(standalone=False, peering="trireme", priority=100)),
+    ("ports", ["--metrics-port", "9090", "--health-port", "8081"], {},
+     OperatorSettings(metrics_port=9090, health_port=8081)),
 ]
 
 
@@ -264,34 +355,16 @@ def test_settings(argv: list[str], environ: dict[str, str], expected: OperatorSe
     assert OperatorSettings.from_sources(parser.parse_args(argv), environ) == expected
 
 
+def test_peering_without_a_priority_draws_a_distinct_one() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    drawn = {OperatorSettings.from_sources(parser.parse_args(["--peering", "trireme"]), {}).priority
+             for _ in range(20)}
+    assert len(drawn) == 20  # kopf pauses every peer that shares its priority with another
+    assert all(1 <= p < 2**31 for p in drawn)
+    assert OperatorSettings.from_sources(parser.parse_args([]), {}).priority == 0  # standalone: unused
+
+
 def test_settings_refuse_a_bad_boolean() -> None:
     with pytest.raises(ValueError, match="standalone"):
         OperatorSettings.from_sources(None, {"TRIREME_STANDALONE": "maybe"})
-
-
-# -- the handler on an object the models refuse ----------------------------------------------------------
-
-INVALID_CASES = [
-    ("unknown-scheme", {"modelRepository": {"uri": "ftp://host/models"}}, "spec.modelRepository.uri"),
-    ("two-gpu-kinds", {"gpus": {"count": 1, "fraction": 0.5}}, "spec.gpus"),
-]
-
-
-@pytest.mark.parametrize(("spec", "field"), [c[1:] for c in INVALID_CASES], ids=[c[0] for c in INVALID_CASES])
-def test_invalid_spec_is_reported_and_nothing_else_touched(spec: dict[str, Any], field: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import kopf
-    from trireme.operator import handlers
-
-    warnings: list[tuple[str, str]] = []
-    monkeypatch.setattr(handlers.kopf, "warn", lambda body, *, reason, message: warnings.append((reason, message)))
-    body = kopf.Body({"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
-                      "metadata": {"name": "svc", "namespace": "ns", "generation": 2},
-                      "spec": {"models": [{"name": "simple"}], "modelRepository": {"uri": "/m"}, **spec}})
-    patch = kopf.Patch()
-    handlers.converge(body=body, patch=patch, memo=kopf.Memo())  # an empty memo: any API call would fail
-    (ready,) = patch["status"]["conditions"]
-    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
-    assert ready["message"].startswith(field)
-    assert warnings == [("InvalidSpec", ready["message"])]
-    assert set(patch) == {"status"}

@@ -38,14 +38,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{- define "trireme.leaseRoleName" -}}
-{{- printf "%s-leader-election" (include "trireme.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- /*
+"true" when the operator pods elect a leader (kopf peering): asked for, or more than one pod.
+*/ -}}
+{{- define "trireme.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) }}true{{ end }}
+{{- end }}
+
+{{- /* The peering object the pods share (ClusterKopfPeering, or KopfPeering per watched namespace). */ -}}
+{{- define "trireme.peeringName" -}}
+{{- include "trireme.fullname" . }}
 {{- end }}
 
 {{- /*
 What the operator does inside the namespaces it manages: reconcile InferenceServices
-into pods, a Service and a PodDisruptionBudget; bind and evict pods as the scheduler;
-report through status and Events. No Secrets, no wildcards.
+into pods, a Service and a PodDisruptionBudget; bind and evict pods as the scheduler (and
+mark the ones that fit nowhere PodScheduled=False on pods/status); report through status
+and Events. No Secrets, no wildcards.
 */ -}}
 {{- define "trireme.namespacedRules" -}}
 - apiGroups: ["serving.trireme.io"]
@@ -65,7 +74,7 @@ report through status and Events. No Secrets, no wildcards.
   verbs: ["create"]
 - apiGroups: [""]
   resources: ["pods/status"]
-  verbs: ["get"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -81,6 +90,18 @@ report through status and Events. No Secrets, no wildcards.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{- /*
+Leader election: read the peering object (kopf lists and watches it) and patch this pod's
+keep-alive into its status. Granted only with leader election on, next to the namespaced
+rules (cluster-wide: ClusterKopfPeering in the ClusterRole; watched namespaces: KopfPeering
+in each namespace's Role).
+*/ -}}
+{{- define "trireme.peeringRules" -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ if .Values.watchNamespaces }}"kopfpeerings"{{ else }}"clusterkopfpeerings"{{ end }}]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 
 {{- /*
