@@ -25,7 +25,7 @@ from kubernetes import config
 
 from trireme.devcluster.bench import ClusterProcess
 from trireme.operator.scheduling import SchedulingLoop
-from trireme.scheduler.firstfit import Bind
+from trireme.scheduler.cycle import Bind
 
 NAMESPACE = "bench"
 

@@ -34,13 +34,12 @@ from kubernetes.client.exceptions import ApiException
 
 from trireme.operator import metrics as operator_metrics
 from trireme.operator.api import GROUP, PLURAL, TRITON_HTTP_PORT, VERSION, InferenceService, InvalidInferenceService
-from trireme.operator.binder import Binder, Outcome
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
 from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, desired_pdb, desired_pods, desired_service,
                                         invalid_status, pod_changes, pod_is_ready, selector_string, service_status)
+from trireme.operator.scheduling import SchedulingLoop
 from trireme.operator.settings import OperatorSettings
-from trireme.scheduler.firstfit import Bind, Unschedulable
 
 log = logging.getLogger(__name__)
 APPLY = "application/apply-patch+yaml"
@@ -50,22 +49,24 @@ COMPONENT = "trireme"
 
 @dataclass(frozen=True)
 class Context:
-    """What a reconcile needs: settings, the API client, the scheduler's binder and the metrics."""
+    """What a reconcile needs: settings, the API client, the scheduling loop and the metrics."""
 
     settings: OperatorSettings
     api: client.ApiClient
-    binder: Binder
+    scheduling: SchedulingLoop
     metrics: OperatorMetrics
     identity: str = COMPONENT
 
     @classmethod
     def create(cls, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics | None = None,
                identity: str = COMPONENT) -> Context:
-        """A context whose binder reports every scheduling attempt to ``metrics``; ``identity`` names
-        this replica in the Events it posts."""
+        """A context whose scheduling loop reports every scheduling attempt to ``metrics`` and posts
+        Events as this replica, named ``identity``."""
         metrics = metrics or OperatorMetrics()
-        return cls(settings, api, Binder(api, settings.scheduler_name, metrics.scheduling_attempt), metrics,
-                   identity)
+        loop = SchedulingLoop(api, settings.scheduler_name, settings.namespaces, observe=metrics.scheduling_attempt)
+        context = cls(settings, api, loop, metrics, identity)
+        loop.record_event = lambda obj, kind, reason, message: record_event(context, obj, kind, reason, message)
+        return context
 
 
 def configure(memo: kopf.Memo, kopf_settings: kopf.OperatorSettings, context: Context) -> None:
@@ -120,19 +121,9 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
         _delete_pod(core, namespace, pod_name)
     if changes.create or changes.delete:
         pods = _service_pods(core, namespace, name)
-    recorded = _known_unschedulable(pods, {})
-    outcomes = _schedule(context, pods)
-    for outcome in outcomes:
-        if isinstance(outcome.decision, Bind):
-            record_event(context, body, "Normal", "Scheduled",
-                         f"pod {outcome.pod} bound to node {outcome.decision.node}, "
-                         f"GPUs {list(outcome.decision.gpu_indices)}")
-        elif recorded.get(outcome.pod) != outcome.decision.reason:
-            record_event(context, body, "Warning", "FailedScheduling", f"pod {outcome.pod}: {outcome.decision.reason}")
-    if any(isinstance(o.decision, Bind) for o in outcomes):
+    if _schedule(context, pods):
         pods = _service_pods(core, namespace, name)
-    unschedulable = {o.pod: o.decision.reason for o in outcomes if isinstance(o.decision, Unschedulable)}
-    unschedulable |= _known_unschedulable(pods, unschedulable)
+    unschedulable = _known_unschedulable(pods)
     ready = models_ready(pods, [m.name for m in tis.spec.models], settings.triton_timeout_s)
     status = service_status(tis, pods, ready, unschedulable, now)
     context.metrics.pending(namespace, name, _pending_replicas(pods))
@@ -140,16 +131,18 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
     return "ok"
 
 
-def _schedule(context: Context, pods: list[dict[str, Any]]) -> list[Outcome]:
-    """One scheduling cycle for the service's pending pods, timed when there was anything to place."""
+def _schedule(context: Context, pods: list[dict[str, Any]]) -> bool:
+    """When the service has pods waiting for a node, run a scheduling cycle (for every pending pod of the
+    cluster; the loop posts the Events) and say whether one ran."""
+    if not any(not (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")
+               for p in pods):
+        return False
     started = time.monotonic()
-    outcomes: list[Outcome] = []
     try:
-        outcomes = context.binder.schedule(pods)
+        context.scheduling.run()
     finally:
-        if outcomes or any(not (p.get("spec") or {}).get("nodeName") for p in pods):
-            context.metrics.scheduling_cycle_took(time.monotonic() - started)
-    return outcomes
+        context.metrics.scheduling_cycle_took(time.monotonic() - started)
+    return True
 
 
 def _pending_replicas(pods: Iterable[Mapping[str, Any]]) -> int:
@@ -266,12 +259,12 @@ def _delete_pod(core: client.CoreV1Api, namespace: str, name: str) -> None:
             raise
 
 
-def _known_unschedulable(pods: Iterable[Mapping[str, Any]], fresh: Mapping[str, str]) -> dict[str, str]:
-    """Reasons recorded on pending pods by earlier cycles (PodScheduled=False), for pods not decided now."""
+def _known_unschedulable(pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Why each pending pod waits, as the scheduling loop recorded it (PodScheduled=False)."""
     found = {}
     for pod in pods:
         name = pod["metadata"]["name"]
-        if name in fresh or (pod.get("spec") or {}).get("nodeName"):
+        if (pod.get("spec") or {}).get("nodeName"):
             continue
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("message"):

@@ -2,13 +2,16 @@
 
 kube-scheduler's model, in the operator: a cycle lists every node and every pod
 (any scheduler's, so GPUs held by others are never handed out), lists the
-InferenceServices to learn priorities and ``dependsOn`` readiness, hands the
-pending pods to ``scheduler/`` in queue order, and carries out the decisions:
-bindings through the Binding API with the GPU indices in the pod's annotation,
-PodScheduled=False with the reason on pods that wait, and an Event on the owning
-InferenceService for each. Cycles are serialised, and a caller that arrives while a
-cycle runs waits for the next one instead of starting its own, so many services
-converging at once cost one or two cycles, not one each.
+InferenceServices to learn policies, priorities, parallelism and ``dependsOn``
+readiness, and the PodDisruptionBudgets that bound preemption; hands the pending
+pods to ``scheduler/`` (``cycle.schedule``: queue order, per-service policy, gangs of
+pipeline stages, preemption), and carries out the decisions: bindings through the
+Binding API with the GPU indices in the pod's annotation, PodScheduled=False with
+the reason on pods that wait, graceful deletion of preempted pods with the
+preemptor nominated to their node, and an Event on the owning InferenceService for
+each. Cycles are serialised, and a caller that arrives while a cycle runs waits for
+the next one instead of starting its own, so many services converging at once cost
+one or two cycles, not one each.
 """
 
 from __future__ import annotations
@@ -19,23 +22,29 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from trireme.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from trireme.operator.binder import Outcome, decide
+from trireme.operator.reconcile import REPLICA_LABEL, SERVICE_LABEL, STAGE_LABEL
+from trireme.scheduler.cluster import cluster_from_objects
+from trireme.scheduler.cycle import Bind, Pending, Preempt, Unschedulable, Victim, schedule
 from trireme.scheduler.dependencies import ServiceState, gates
-from trireme.scheduler.firstfit import Bind, Unschedulable
-from trireme.scheduler.snapshot import GPU_ANNOTATION, snapshot_from_objects
+from trireme.scheduler.requests import Gang, request_from_pod
+from trireme.scheduler.snapshot import GPU_ANNOTATION
 
 log = logging.getLogger(__name__)
 
+Decision = Bind | Unschedulable | Preempt
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """Records an Event: (involved object, type "Normal"/"Warning", reason, message)."""
+AttemptObserver = Callable[[Mapping[str, Any], str], None]
+"""Told of each scheduling attempt: the pod and "bound", "unschedulable", "preempting" or "error"
+(for metrics)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class PodOutcome:
     namespace: str
     name: str
     service: str
-    decision: Bind | Unschedulable
+    decision: Decision
 
 
 @dataclass
@@ -63,12 +72,15 @@ class SchedulingLoop:
     """Places pending pods of one scheduler name; one cycle at a time per process."""
 
     def __init__(self, api: client.ApiClient, scheduler_name: str, namespaces: Iterable[str] = (),
-                 record_event: EventSink | None = None, writers: int = 8) -> None:
+                 record_event: EventSink | None = None, observe: AttemptObserver | None = None,
+                 writers: int = 8) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.policy = client.PolicyV1Api(api)
         self.scheduler_name = scheduler_name
         self.namespaces = tuple(namespaces)
         self.record_event = record_event or (lambda *_: None)
+        self.observe = observe or (lambda pod, result: None)
         self.writers = writers
         """Bindings and status writes in flight at once: decisions are made in order, but carrying them out
         is one request per pod, and requests overlap well."""
@@ -99,10 +111,13 @@ class SchedulingLoop:
         if not pending:
             return []
         nodes = _items(self.core.list_node(_preload_content=False))
-        services = self._list_services({p["metadata"]["namespace"] for p in pending})
+        namespaces = {p["metadata"]["namespace"] for p in pods if _service_name(p)}
+        services = self._list_services(namespaces)
+        budgets = self._disruption_budgets(namespaces)
         read = time.perf_counter()
-        decisions = self._decide(nodes, pods, pending, services)
+        decisions = decide(nodes, pods, pending, services, budgets)
         decided = time.perf_counter()
+        self._preempt([d for d in decisions.values() if isinstance(d, Preempt)], pods)
         work = [(pod, PodOutcome(pod["metadata"]["namespace"], pod["metadata"]["name"], _service_name(pod),
                                  decisions[_pod_key(pod)])) for pod in pending]
         with ThreadPoolExecutor(self.writers, thread_name_prefix="bind") as pool:
@@ -110,35 +125,11 @@ class SchedulingLoop:
         self.last_cycle = CycleTimings(read - started, decided - read, time.perf_counter() - decided, len(pending))
         return outcomes
 
-    @staticmethod
-    def _decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: list[dict[str, Any]],
-                services: Mapping[str, Mapping[str, Any]]) -> dict[str, Bind | Unschedulable]:
-        """A decision for every pending pod (by ``namespace/name``): held back by dependsOn, or placed in
-        queue order (priority, then age, then name)."""
-        service_gates = gates({key: ServiceState(tuple(obj.get("spec", {}).get("dependsOn") or ()), _is_ready(obj))
-                               for key, obj in services.items()})
-        decisions: dict[str, Bind | Unschedulable] = {}
-        placeable = []
-        for pod in pending:
-            gate = service_gates.get(_service_key(pod))
-            if gate is not None and not gate.open:
-                decisions[_pod_key(pod)] = Unschedulable(gate.reason)
-            else:
-                placeable.append(pod)
-        placeable.sort(key=lambda p: (-_priority(p, services), p["metadata"].get("creationTimestamp") or "",
-                                      _pod_key(p)))
-        outcomes = _decide_in_order(snapshot_from_objects(nodes, pods), placeable)
-        decisions.update({_pod_key(p): o.decision for p, o in zip(placeable, outcomes)})
-        return decisions
-
     def _list_pods(self) -> list[dict[str, Any]]:
-        if not self.namespaces:
-            return _items(self.core.list_pod_for_all_namespaces(_preload_content=False))
-        # a namespaced install still counts every pod on the nodes when it may list them
-        try:
+        try:  # every pod on the nodes counts, also for a namespaced install that may list them
             return _items(self.core.list_pod_for_all_namespaces(_preload_content=False))
         except ApiException as exc:
-            if exc.status != 403:
+            if exc.status != 403 or not self.namespaces:
                 raise
             return [p for ns in self.namespaces for p in _items(self.core.list_namespaced_pod(ns, _preload_content=False))]
 
@@ -162,25 +153,68 @@ class SchedulingLoop:
                 found[f"{namespace}/{obj['metadata']['name']}"] = obj
         return found
 
+    def _disruption_budgets(self, namespaces: Iterable[str]) -> dict[str, int]:
+        """Pods each service may lose now (its PodDisruptionBudget's disruptionsAllowed), by ``namespace/name``."""
+        budgets = {}
+        for namespace in sorted(namespaces):
+            response = self.policy.list_namespaced_pod_disruption_budget(namespace, _preload_content=False)
+            for pdb in _items(response):
+                if (pdb["metadata"].get("labels") or {}).get(SERVICE_LABEL):
+                    budgets[f"{namespace}/{pdb['metadata']['name']}"] = int(
+                        (pdb.get("status") or {}).get("disruptionsAllowed") or 0)
+        return budgets
+
+    # -- carrying out decisions --------------------------------------------------------------------------
+
+    def _preempt(self, preemptions: Iterable[Preempt], pods: Iterable[Mapping[str, Any]]) -> None:
+        """Delete each preemption's victims gracefully (once, whatever number of gang members it serves)."""
+        by_key = {_pod_key(p): p for p in pods}
+        done: set[str] = set()
+        for preemption in sorted(preemptions, key=lambda p: p.pod):
+            for victim in preemption.victims:
+                if victim in done:
+                    continue
+                done.add(victim)
+                namespace, _, name = victim.partition("/")
+                try:
+                    self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                log.info("preempted pod %s for %s on node %s", victim, preemption.pod, preemption.node)
+                owner = _owner(by_key[victim]) if victim in by_key else None
+                if owner:
+                    self.record_event(owner, "Warning", "Preempted",
+                                      f"pod {name} preempted on node {preemption.node} to make room for "
+                                      f"{preemption.pod}, of higher priority")
+
     def _act(self, pod: Mapping[str, Any], outcome: PodOutcome) -> PodOutcome:
         decision = outcome.decision
         owner = _owner(pod)
         try:
             if isinstance(decision, Bind):
                 self._bind(outcome.namespace, outcome.name, decision)
+                self.observe(pod, "bound")
                 if owner:
-                    self.record_event(owner, "Normal", "Scheduled",
-                                      f"pod {outcome.name} bound to node {decision.node}, "
-                                      f"GPUs {list(decision.gpu_indices)}")
-            elif self._mark_unschedulable(pod, decision.reason) and owner:
-                self.record_event(owner, "Warning", "FailedScheduling", f"pod {outcome.name}: {decision.reason}")
+                    self.record_event(owner, "Normal", "Scheduled", f"pod {outcome.name} bound to node "
+                                                                    f"{decision.node}, GPUs {list(decision.gpu_indices)}")
+            elif isinstance(decision, Preempt):
+                self._wait(pod, decision.reason, nominated=decision.node)
+                self.observe(pod, "preempting")
+                if owner:
+                    self.record_event(owner, "Normal", "Preempting", f"pod {outcome.name}: {decision.reason}")
+            else:
+                self.observe(pod, "unschedulable")
+                if self._wait(pod, decision.reason) and owner:
+                    self.record_event(owner, "Warning", "FailedScheduling", f"pod {outcome.name}: {decision.reason}")
         except ApiException as exc:
+            self.observe(pod, "error")
             if exc.status not in (404, 409):
                 raise
             log.info("pod %s/%s changed while it was being scheduled (%s); retrying next cycle",
                      outcome.namespace, outcome.name, exc.status)
-            return PodOutcome(outcome.namespace, outcome.name, outcome.service,
-                              Unschedulable(f"retrying: pod changed while it was scheduled ({exc.status})"))
+            return replace(outcome, decision=Unschedulable(_pod_key(pod), f"retrying: pod changed while it was "
+                                                                          f"scheduled ({exc.status})"))
         return outcome
 
     def _bind(self, namespace: str, name: str, decision: Bind) -> None:
@@ -192,28 +226,96 @@ class SchedulingLoop:
         self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
         log.info("bound pod %s/%s to node %s, GPUs %s", namespace, name, decision.node, decision.gpu_indices)
 
-    def _mark_unschedulable(self, pod: Mapping[str, Any], reason: str) -> bool:
-        """Record why the pod waits (PodScheduled=False); False when it already says so."""
-        current = next((c for c in (pod.get("status") or {}).get("conditions") or []
-                        if c.get("type") == "PodScheduled"), {})
-        if current.get("status") == "False" and current.get("message") == reason:
+    def _wait(self, pod: Mapping[str, Any], reason: str, nominated: str | None = None) -> bool:
+        """Record why the pod waits (PodScheduled=False, and the node made free for it, if any); False when
+        the pod already says so."""
+        status = pod.get("status") or {}
+        current = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+        if (current.get("status") == "False" and current.get("message") == reason
+                and (nominated is None or status.get("nominatedNodeName") == nominated)):
             return False
-        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason,
-                     "lastTransitionTime": _now()}
+        patch: dict[str, Any] = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                 "message": reason, "lastTransitionTime": _now()}]}
+        if nominated is not None:
+            patch["nominatedNodeName"] = nominated
         self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"],
-                                              {"status": {"conditions": [condition]}}, _preload_content=False)
+                                              {"status": patch}, _preload_content=False)
         return True
 
 
-def _decide_in_order(snapshot: Any, pods: list[dict[str, Any]]) -> list[Outcome]:
-    """Decisions for ``pods`` in the given (queue) order, each on the snapshot the ones before left."""
-    outcomes = []
+# -- from API objects to the scheduler's queue -------------------------------------------------------------
+
+
+def decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: list[dict[str, Any]],
+           services: Mapping[str, Mapping[str, Any]], budgets: Mapping[str, int]) -> dict[str, Decision]:
+    """A decision for every pending pod (by ``namespace/name``): held back by dependsOn, or decided by
+    ``scheduler.cycle.schedule`` with its service's policy, priority and parallelism."""
+    service_gates = gates({key: ServiceState(tuple(obj.get("spec", {}).get("dependsOn") or ()), _is_ready(obj))
+                           for key, obj in services.items()})
+    decisions: dict[str, Decision] = {}
+    free: list[dict[str, Any]] = []
+    for pod in pending:
+        gate = service_gates.get(_service_key(pod))
+        if gate is not None and not gate.open:
+            decisions[_pod_key(pod)] = Unschedulable(_pod_key(pod), gate.reason)
+        else:
+            free.append(pod)
+    terminating: dict[str, int] = {}
     for pod in pods:
-        outcome = decide(snapshot, [pod])[0]
-        if isinstance(outcome.decision, Bind):
-            snapshot = snapshot.with_pod(outcome.decision.node, _pod_key(pod), outcome.decision.gpu_indices)
-        outcomes.append(outcome)
-    return outcomes
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and pod["metadata"].get("deletionTimestamp"):
+            terminating[node] = terminating.get(node, 0) + 1
+    queue = [_entry(group, services) for group in _groups(free)]
+    result = schedule(cluster_from_objects(nodes, pods), queue, _victims(pods, services), budgets, terminating)
+    decisions.update(result.decisions)
+    return decisions
+
+
+def _groups(pods: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Pending pods grouped: the stages of one pipeline-parallel replica together, other pods alone."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for pod in sorted(pods, key=_pod_key):
+        groups.setdefault(_gang_name(pod) or _pod_key(pod), []).append(pod)
+    return list(groups.values())
+
+
+def _gang_name(pod: Mapping[str, Any]) -> str:
+    """``namespace/<service>-r<replica>`` for a pipeline stage of a replica, '' for other pods."""
+    labels = pod["metadata"].get("labels") or {}
+    if STAGE_LABEL not in labels or not _service_name(pod):
+        return ""
+    return f"{_service_key(pod)}-r{labels.get(REPLICA_LABEL, '')}"
+
+
+def _entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]]) -> Pending:
+    """The queue entry of one pod, or of a gang of pipeline stages."""
+    first = group[0]
+    spec = (services.get(_service_key(first)) or {}).get("spec") or {}
+    scheduling = spec.get("scheduling") or {}
+    tensor_parallel = int((spec.get("parallelism") or {}).get("tensorParallel") or 1) > 1
+    spread = bool((scheduling.get("affinity") or {}).get("podAntiAffinity"))
+    requests = tuple(replace(request_from_pod(p, spread=spread, tensor_parallel=tensor_parallel),
+                             priority=_priority(p, services)) for p in group)
+    age = min(p["metadata"].get("creationTimestamp") or "" for p in group)
+    nominated = (first.get("status") or {}).get("nominatedNodeName") or ""
+    policy = scheduling.get("policy") or "trireme"
+    gang = _gang_name(first)
+    return Pending(Gang(gang, requests) if gang else requests[0], policy, age, nominated)
+
+
+def _victims(pods: Iterable[Mapping[str, Any]], services: Mapping[str, Mapping[str, Any]]) -> dict[str, Victim]:
+    """Bound replicas of InferenceServices, with what preemption needs; other pods are never preempted."""
+    found = {}
+    for pod in pods:
+        if not (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
+            continue
+        service = services.get(_service_key(pod)) if _service_name(pod) else None
+        if service is None:
+            continue
+        preemptible = ((service.get("spec") or {}).get("priority") or {}).get("preemptible", True)
+        found[_pod_key(pod)] = Victim(_priority(pod, services), bool(preemptible), _service_key(pod),
+                                      _gang_name(pod))
+    return found
 
 
 def _items(response: Any) -> list[dict[str, Any]]:
@@ -221,8 +323,6 @@ def _items(response: Any) -> list[dict[str, Any]]:
 
 
 def _now() -> str:
-    from datetime import UTC
-
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

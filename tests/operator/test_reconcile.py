@@ -9,13 +9,10 @@ from typing import Any
 
 import pytest
 from trireme.operator.api import InferenceService
-from trireme.operator.binder import SHARED_GPUS_UNSUPPORTED, decide, placement_request
 from trireme.operator.reconcile import (MetricsObservation, desired_pdb, desired_pods, desired_service, invalid_status,
                                         model_repository,
                                         pod_changes, pod_name, service_status)
 from trireme.operator.settings import OperatorSettings, add_arguments
-from trireme.scheduler.firstfit import Bind, Unschedulable
-from trireme.scheduler.snapshot import Node, Snapshot, Toleration
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 LATER = datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC)
@@ -299,36 +296,6 @@ def test_invalid_status_names_the_field() -> None:
         "type": "Ready", "status": "False", "reason": "InvalidSpec",
         "message": "spec.modelRepository.uri: uri must be a local path", "lastTransitionTime": "2026-01-02T03:04:05Z",
         "observedGeneration": 7}]}
-
-
-# -- scheduling decisions of one cycle -------------------------------------------------------------------
-
-
-def test_one_cycle_never_gives_a_gpu_twice() -> None:
-    pods = desired_pods(tis(replicas=3), "trireme")
-    for pod in pods:
-        pod["metadata"]["namespace"] = "ns"
-    snapshot = Snapshot((Node("a", gpu_count=2, used={0: "other/pod"}), Node("b", gpu_count=1)))
-    outcomes = decide(snapshot, pods)
-    assert [(o.pod, o.decision) for o in outcomes] == [
-        ("svc-r0", Bind("a", (1,))), ("svc-r1", Bind("b", (0,))),
-        ("svc-r2", Unschedulable("needs 1× GPU on one node; largest free block is 0"))]
-
-
-def test_shared_gpus_are_reported_not_placed() -> None:
-    (pod,) = desired_pods(tis(gpus={"memory": "10Gi"}), "trireme")
-    (outcome,) = decide(Snapshot((Node("a", gpu_count=8),)), [pod])
-    assert outcome.decision == Unschedulable(SHARED_GPUS_UNSUPPORTED)
-
-
-def test_placement_request_reads_the_pod() -> None:
-    (pod,) = desired_pods(tis(gpus={"count": 2, "products": ["T4", "A10"]},
-                              scheduling={"nodeSelector": {"pool": "a"},
-                                          "tolerations": [{"key": "gpu", "operator": "Exists",
-                                                           "effect": "NoSchedule"}]}), "trireme")
-    request = placement_request(pod)
-    assert request == type(request)(pod="ns/svc-r0", gpus=2, products=("T4", "A10"), node_selector={"pool": "a"},
-                                    tolerations=(Toleration("gpu", "Exists", "", "NoSchedule"),))
 
 
 # -- settings --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from trireme.devcluster.kubelet import KubeletSettings
 from trireme.devcluster.testing import wait_for
 from trireme.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from trireme.operator.scheduling import SchedulingLoop
-from trireme.scheduler.firstfit import Bind, Unschedulable
+from trireme.scheduler.cycle import Bind, Preempt, Unschedulable
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = {"name": "pair", "pools": [{"name": "gpu", "count": 2, "gpus": 2, "gpuProduct": "NVIDIA-A100-SXM4-40GB",
@@ -67,11 +67,11 @@ def loop(api: client.ApiClient, events: list) -> SchedulingLoop:
 
 
 def make_service(api: client.ApiClient, namespace: str, name: str, *, depends_on: tuple[str, ...] = (),
-                 priority: int | None = None, ready: bool = False) -> dict[str, Any]:
+                 priority: int | None = None, preemptible: bool = True, ready: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {"models": [{"name": "m"}], "modelRepository": {"uri": "/models"}, "replicas": 1,
                             "gpus": {"count": 1}, "dependsOn": list(depends_on)}
-    if priority is not None:
-        spec["priority"] = {"value": priority}
+    if priority is not None or not preemptible:
+        spec["priority"] = {"value": priority or 0, "preemptible": preemptible}
     custom = client.CustomObjectsApi(api)
     obj = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                  {"apiVersion": API_VERSION, "kind": KIND,
@@ -129,7 +129,7 @@ def test_one_cycle_places_every_pending_pod_and_tells_the_owner(api, namespace, 
 
 def test_higher_priority_goes_first_when_gpus_are_short(api, namespace, loop, events) -> None:
     low, high = make_service(api, namespace, "low", priority=1), make_service(api, namespace, "high", priority=100)
-    big = make_service(api, namespace, "big")
+    big = make_service(api, namespace, "big", preemptible=False)
     make_pod(api, namespace, big, "big-r0", gpus=2)
     loop.run()  # one node is taken whole; one node of two GPUs is left
     make_pod(api, namespace, low, "low-r0", gpus=2)
@@ -149,6 +149,33 @@ def test_higher_priority_goes_first_when_gpus_are_short(api, namespace, loop, ev
         cleanup(api, namespace)
 
 
+def test_a_higher_priority_preempts_and_takes_the_freed_gpus(api, namespace, loop, events) -> None:
+    low = make_service(api, namespace, "low", priority=1)
+    for index in range(2):
+        make_pod(api, namespace, low, f"low-r{index}", gpus=2)
+    loop.run()  # the cluster is full
+    urgent = make_service(api, namespace, "urgent", priority=1000)
+    make_pod(api, namespace, urgent, "urgent-r0", gpus=2)
+    try:
+        decisions = {o.name: o.decision for o in loop.run()}
+        preemption = decisions["urgent-r0"]
+        assert isinstance(preemption, Preempt) and len(preemption.victims) == 1
+        assert preemption.victims[0] in (f"{namespace}/low-r0", f"{namespace}/low-r1")
+        pod = read_pod(api, namespace, "urgent-r0")
+        assert pod["status"]["nominatedNodeName"] == preemption.node
+        assert ("low", "Warning", "Preempted") in {e[:3] for e in events}
+        assert ("urgent", "Normal", "Preempting") in {e[:3] for e in events}
+
+        def bound() -> bool:
+            loop.run()
+            return bool(read_pod(api, namespace, "urgent-r0")["spec"].get("nodeName"))
+
+        wait_for(bound, timeout=30, interval=0.2, what="urgent-r0 bound once its victim left")
+        assert read_pod(api, namespace, "urgent-r0")["spec"]["nodeName"] == preemption.node
+    finally:
+        cleanup(api, namespace)
+
+
 def test_depends_on_holds_a_service_until_its_dependency_is_ready(api, namespace, loop) -> None:
     tokenizer = make_service(api, namespace, "tokenizer")
     app = make_service(api, namespace, "app", depends_on=("tokenizer", "ghost"))
@@ -157,7 +184,7 @@ def test_depends_on_holds_a_service_until_its_dependency_is_ready(api, namespace
     try:
         decisions = {o.name: o.decision for o in loop.run()}
         assert isinstance(decisions["tokenizer-r0"], Bind)
-        assert decisions["app-r0"] == Unschedulable(
+        assert decisions["app-r0"] == Unschedulable(f"{namespace}/app-r0", 
             "waits for ghost (not found in this namespace; create it or remove it from dependsOn); "
             "waits for tokenizer to be ready")
         assert pod_scheduled(read_pod(api, namespace, "app-r0"))["message"] == decisions["app-r0"].reason

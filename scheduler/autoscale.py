@@ -1,0 +1,683 @@
+"""How many replicas a service needs: the autoscaler's decisions, as pure functions.
+
+The operator scrapes Triton's counters and gauges through Prometheus and the benchmark
+(``trireme bench autoscale``) produces the same samples from a simulation; both call
+:func:`decide` with them, the current replica count, the settings and the state returned by
+the previous call. Time is an argument, never read from a clock, so the same code runs on
+fake time in tests, on simulated time in the benchmark and on wall time in the operator.
+
+Why this shape:
+
+* **A capacity model instead of a ratio.** HPA multiplies the replica count by
+  ``metric / target`` and creeps towards the answer over several periods. Here every
+  decision measures the arrival rate and the mean service time from the counters, treats the
+  replicas as one pool of ``replicas × slots`` servers (Triton runs ``slots`` requests at once
+  per replica behind a load-aware gateway) and asks the Erlang-C formula for the fewest servers
+  that keep the share of requests waiting longer than the target under a small budget. One
+  decision jumps to the count the load needs.
+* **Learned, not configured.** Service time, concurrency per replica and the replicas' start-up
+  delay come from the service's own metrics (:class:`CapacityModel`), as does a correction of
+  the queueing formula against the queue time actually observed; the only input a user must
+  give is the objective.
+* **Ahead by the start-up delay.** A replica asked for now serves only after it starts, so the
+  arrival rate is forecast over that horizon from its recent trend, and a replica is kept
+  rather than removed when it would be needed again before a new one could start (the scale-
+  down window defaults to the learned start-up delay).
+* **Never worse on bad data.** Missing, stale, NaN/Inf, negative, reset or duplicated series
+  give a *hold*: the count never goes down on metrics that cannot be trusted, and the caller
+  reports MetricsAvailable=False.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+__all__ = [
+    "AutoscalerSettings", "AutoscalerState", "CapacityModel", "Decision", "MetricSample", "Observed",
+    "ScaleDownPolicy", "ScaleUpPolicy", "Signal", "choose_scale_down_victim", "decide", "servers_for_queue_time",
+]
+
+
+class Signal(StrEnum):
+    """The metric the autoscaler keeps at its target (the same names as the InferenceService API)."""
+
+    QUEUE_TIME = "queueTime"
+    """Queue time in ms: replicas are sized by the capacity model so requests wait less than the target."""
+    PENDING_REQUESTS = "pendingRequests"
+    """Requests waiting or running per ready replica (HPA-style ratio)."""
+    REQUEST_RATE = "requestRate"
+    """Requests per second per replica (HPA-style ratio)."""
+    GPU_UTILIZATION = "gpuUtilization"
+    """Average GPU utilisation of the replicas in percent (HPA-style ratio)."""
+
+
+# -- inputs ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    """One scrape of one service, summed over its replicas, as Prometheus returns it.
+
+    Counters are cumulative (they only grow, except when they reset); gauges are instantaneous.
+    ``None`` means the query returned nothing. ``several_series`` names the metrics whose query
+    returned more than one series (a label set that does not aggregate to one service): such a
+    sample is not trusted.
+    """
+
+    time: float
+    """Scrape time in seconds (any epoch, the same as ``now``)."""
+    pending_requests: float | None
+    """Requests waiting or running (gauge)."""
+    request_success: float | None
+    """Completed requests (counter, like nv_inference_request_success)."""
+    queue_duration_us: float | None
+    """Sum of the time requests waited in the queue, µs (counter, like nv_inference_queue_duration_us)."""
+    compute_duration_us: float | None
+    """Sum of the time requests were computed, µs (counter, like nv_inference_compute_infer_duration_us)."""
+    ready_replicas: float | None
+    """Replicas serving (gauge)."""
+    starting_replicas: float | None = 0.0
+    """Replicas launched but not ready yet (gauge)."""
+    gpu_utilization: float | None = None
+    """Average GPU utilisation of the ready replicas in percent (gauge); optional."""
+    several_series: tuple[str, ...] = ()
+    """Metrics whose query returned several series."""
+
+    REQUIRED = ("pending_requests", "request_success", "queue_duration_us", "compute_duration_us",
+                "ready_replicas", "starting_replicas")
+
+
+@dataclass(frozen=True)
+class ScaleUpPolicy:
+    """How fast replicas are added."""
+
+    stabilization_window_s: float = 0.0
+    """Acts on the lowest recommendation of this window. 0: at once, because a missing replica costs
+    requests while a spare one only costs GPU time until the scale-down window ends."""
+    max_change_replicas: int = 4
+    """Replicas that may always be added per period (as HPA: max(100 %, 4 pods))."""
+    max_change_percent: float = 100.0
+    """Or this share of the replicas at the start of the period, whichever is more: doubling per
+    period follows any realistic ramp while bounding a runaway from a wrong metric."""
+    period_s: float = 15.0
+    """Length of the rate-limit period."""
+
+
+@dataclass(frozen=True)
+class ScaleDownPolicy:
+    """How fast replicas are removed."""
+
+    stabilization_window_s: float | None = None
+    """Acts on the highest recommendation of this window. ``None``: the learned start-up delay of a
+    replica (at least ``min_window_s``): removing a replica that is needed again sooner than a new one
+    could start saves nothing and risks the objective."""
+    min_window_s: float = 30.0
+    """Lower bound of the automatic window: a few scrapes, so one noisy rate does not remove replicas."""
+    startup_share: float = 0.75
+    """The automatic window is this share of the learned start-up delay. The whole delay would be the
+    break-even (a replica removed and needed again within it saves nothing); the forecast already looks a
+    start-up delay ahead, so three quarters of it is enough of the past to trust a drop."""
+    max_change_replicas: int = 2
+    """Replicas that may always be removed per period."""
+    max_change_percent: float = 25.0
+    """Or this share of the replicas at the start of the period, whichever is more: a drop in load is
+    followed within a minute or two, while a metric glitch cannot empty the service."""
+    period_s: float = 15.0
+    """Length of the rate-limit period."""
+
+
+@dataclass(frozen=True)
+class AutoscalerSettings:
+    """Everything a decision depends on besides metrics and state.
+
+    :meth:`for_queue_time` is the one configuration the benchmark uses: its only input is the
+    queue-time objective.
+    """
+
+    min_replicas: int = 1
+    """Fewest replicas."""
+    max_replicas: int = 32
+    """Most replicas."""
+    signal: Signal = Signal.QUEUE_TIME
+    """The metric kept at the target."""
+    target: float = 100.0
+    """Target in the signal's unit. For queueTime, the queue time (ms) requests should stay under:
+    replicas are sized so at most ``miss_budget`` of requests wait longer, which holds the average far
+    below it."""
+    miss_budget: float = 0.01
+    """Share of requests the capacity model lets wait longer than a queueTime target when the rate is as
+    forecast: the usual 99 % objective. Forecast errors go both ways, and the scale-down window and
+    hysteresis (``tolerance``) keep spare replicas most of the time, so the share realised is lower."""
+    latency_slo_ms: float | None = None
+    """Average time per request (queue + compute) the service should stay under; when the observed
+    average exceeds it, replicas are added whatever the signal says."""
+    tolerance: float = 0.1
+    """Relative change of the signal (or of demand, for queueTime) ignored, as HPA's 10 %: keeps the
+    count still when load moves a little around a boundary."""
+    slots_per_replica: int | None = None
+    """Requests a replica serves at once (Triton instance count), when known from the model config;
+    otherwise learned from the metrics (busy concurrency per replica while requests queue)."""
+    gpu_utilization_guard: float = 90.0
+    """GPU utilisation (%) above which replicas are never removed, whatever the signal says."""
+    stale_after_s: float = 30.0
+    """The newest sample must be at most this old: six missed 5 s scrapes mean the data is not current."""
+    rate_window_s: float = 30.0
+    """Window of the arrival-rate level: six 5 s scrapes (a 2 % error at 100 req/s), while the trend term
+    makes up for the 15 s it lags on a ramp."""
+    trend_window_s: float = 60.0
+    """Window over which the arrival-rate trend is fitted: long enough that one noisy scrape does not
+    make a trend, short enough to see a ramp within a minute."""
+    calibration_prior: float = 20.0
+    """Weight, in request-seconds of predicted waiting, of the queueing model before any evidence: a few
+    minutes of moderate load before the learned correction moves far from 1."""
+    calibration_memory: float = 200.0
+    """Evidence is capped at this weight so the correction keeps following the service (tens of minutes)."""
+    trend_confidence: float = 1.0
+    """Standard errors taken off the fitted trend before it is used: Poisson noise in 5 s rates makes
+    slopes that, stretched over a minute's horizon, would otherwise add replicas for nothing."""
+    startup_delay_prior_s: float = 30.0
+    """Start-up delay assumed until one has been observed."""
+    decision_lag_s: float = 5.0
+    """Added to the forecast horizon: one scrape interval, until the next decision can correct this one."""
+    scale_up: ScaleUpPolicy = ScaleUpPolicy()
+    scale_down: ScaleDownPolicy = ScaleDownPolicy()
+
+    @classmethod
+    def for_queue_time(cls, target_ms: float, *, min_replicas: int = 1, max_replicas: int = 32,
+                       slots_per_replica: int | None = None) -> AutoscalerSettings:
+        """The fixed configuration: queueTime signal, everything else learned or defaulted."""
+        return cls(min_replicas=min_replicas, max_replicas=max_replicas, signal=Signal.QUEUE_TIME,
+                   target=target_ms, slots_per_replica=slots_per_replica)
+
+
+# -- state -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityModel:
+    """What one replica of this service can do, learned from its own metrics."""
+
+    service_time_s: float | None = None
+    """Mean compute time per request (compute-time sum / completions), smoothed."""
+    slots_per_replica: float | None = None
+    """Busy concurrency per ready replica seen while requests queued: how many run at once."""
+    startup_delay_s: float | None = None
+    """Seconds from launch to ready, the most of the recent observations."""
+    startup_observations: tuple[float, ...] = ()
+    """Recent start-up delays, newest last (the model uses their median)."""
+    queue_factor: float = 1.0
+    """Observed mean queue time ÷ the queueing model's prediction (smoothed; >1: the model is
+    optimistic for this service, <1: pessimistic, e.g. service times less variable than exponential)."""
+    queue_evidence: float = 0.0
+    """Weight of the evidence behind ``queue_factor`` (predicted waiting, request-seconds)."""
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    """Everything the autoscaler remembers between decisions; returned with each decision."""
+
+    recommendations: tuple[tuple[float, int, int], ...] = ()
+    """(time, replicas for scaling up, replicas for scaling down) recommended by recent decisions, for the
+    stabilisation windows."""
+    changes: tuple[tuple[float, int, int], ...] = ()
+    """(time, from, to) of recent changes of the desired count, for the rate limits."""
+    last_scale_up: float | None = None
+    last_scale_down: float | None = None
+    desired: int | None = None
+    """The count of the last decision."""
+    first_decision: float | None = None
+    """Time of the first decision with trusted metrics: until a scale-down window has passed since, the
+    history is too short to show that lower demand lasts (after an operator restart, say)."""
+    capacity: CapacityModel = CapacityModel()
+    last_sample_time: float | None = None
+    """Newest sample already folded into the capacity model."""
+    launches: tuple[float, ...] = ()
+    """Times of this autoscaler's scale-ups, one per replica added and not yet seen ready, oldest first."""
+    last_ready: float | None = None
+    last_starting: float | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The metric values a decision used (for the reason, status and events)."""
+
+    arrival_rate: float = math.nan
+    """Requests per second arriving, over the rate window."""
+    arrival_trend: float = 0.0
+    """Change of the arrival rate, requests per second per second."""
+    forecast_rate: float = math.nan
+    """Arrival rate expected at the forecast horizon."""
+    service_time_ms: float = math.nan
+    queue_time_ms: float = math.nan
+    """Mean queue time per request completed in the rate window."""
+    pending_requests: float = math.nan
+    ready_replicas: float = math.nan
+    starting_replicas: float = math.nan
+    slots_per_replica: float = math.nan
+    startup_delay_s: float = math.nan
+    horizon_s: float = math.nan
+    signal_value: float = math.nan
+    """The signal in its own unit (queueTime: mean queue time in ms)."""
+    needed_replicas: float = math.nan
+    """Replicas the capacity model (or the signal ratio) asks for before windows and limits."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now: the replica count, why, and the state for the next call."""
+
+    desired_replicas: int
+    action: str
+    """``scale-up``, ``scale-down``, ``steady`` or ``hold`` (metrics not trusted: never decreases)."""
+    reason: str
+    metrics_available: bool
+    observed: Observed
+    state: AutoscalerState = field(repr=False)
+
+
+# -- queueing model ------------------------------------------------------------------------------------------
+
+
+def servers_for_queue_time(arrival_rate: float, service_time_s: float, target_s: float, miss_budget: float,
+                           queue_factor: float = 1.0, limit: int = 100_000) -> int:
+    """Fewest servers such that at most ``miss_budget`` of requests wait longer than ``target_s``.
+
+    Erlang C for M/M/n: P(wait > t) = C(n, a) · exp(−(n − a)·t / S), with a = λ·S. ``queue_factor``
+    stretches the waiting time (M/G/n waits scale with (1 + cv²)/2), as learned by the capacity model.
+    """
+    if arrival_rate <= 0 or service_time_s <= 0:
+        return 0
+    load = arrival_rate * service_time_s
+    erlang_b = 1.0
+    for n in range(1, limit + 1):
+        erlang_b = load * erlang_b / (n + load * erlang_b)
+        if n <= load:
+            continue
+        erlang_c = n * erlang_b / (n - load * (1.0 - erlang_b))
+        miss = erlang_c * math.exp(-(n - load) * target_s / (service_time_s * queue_factor))
+        if miss <= miss_budget:
+            return n
+    return limit
+
+
+def mean_wait_s(arrival_rate: float, service_time_s: float, servers: float) -> float:
+    """Mean queue time of M/M/n (Erlang C); infinite when the servers cannot keep up."""
+    if arrival_rate <= 0 or service_time_s <= 0:
+        return 0.0
+    n = int(servers)
+    load = arrival_rate * service_time_s
+    if n <= load:
+        return math.inf
+    if n > load + 10 * math.sqrt(load) + 20:  # waiting is negligible this far above the load
+        return 0.0
+    erlang_b = 1.0
+    for k in range(1, n + 1):
+        erlang_b = load * erlang_b / (k + load * erlang_b)
+    erlang_c = n * erlang_b / (n - load * (1.0 - erlang_b))
+    return erlang_c * service_time_s / (n - load)
+
+
+# -- victims -------------------------------------------------------------------------------------------------
+
+
+def choose_scale_down_victim(loads: Mapping[str, float] | Iterable[tuple[str, float]]) -> str:
+    """The replica to drain when scaling down: the least loaded (outstanding requests), ties by name.
+
+    It has the fewest requests to finish, so its drain is the shortest and disturbs the fewest users.
+    """
+    items = list(loads.items()) if isinstance(loads, Mapping) else list(loads)
+    if not items:
+        raise ValueError("no replicas to choose from")
+    return min(items, key=lambda item: (item[1], item[0]))[0]
+
+
+# -- decisions -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Interval:
+    start: float
+    end: float
+    completions: float
+    arrivals: float
+    queue_s: float
+    compute_s: float
+    busy: float
+    """Mean requests in service over the interval (compute seconds / length)."""
+    queued_at_end: float
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def _problem(samples: Sequence[MetricSample], now: float, settings: AutoscalerSettings) -> str | None:
+    """Why the samples cannot be trusted, or None."""
+    if len(samples) < 2:
+        return "fewer than two samples" if samples else "no samples"
+    for sample in samples:
+        if sample.several_series:
+            return f"several series for {', '.join(sorted(sample.several_series))}"
+        for name in MetricSample.REQUIRED:
+            value = getattr(sample, name)
+            if value is None:
+                return f"{name} missing"
+            if not _finite(value):
+                return f"{name} is {value}"
+        if sample.gpu_utilization is not None and not _finite(sample.gpu_utilization):
+            return f"gpu_utilization is {sample.gpu_utilization}"
+    newest = samples[-1].time
+    if not math.isfinite(newest):
+        return "sample time is not finite"
+    if now - newest > settings.stale_after_s:
+        return f"newest sample is {now - newest:.0f}s old (stale after {settings.stale_after_s:.0f}s)"
+    if newest > now + settings.stale_after_s:
+        return "samples from the future"
+    return None
+
+
+def _intervals(samples: Sequence[MetricSample]) -> list[_Interval]:
+    """Increments between consecutive samples; an interval where a counter went down (a reset, or a
+    replica's series leaving the sum) is dropped rather than guessed."""
+    out = []
+    for before, after in zip(samples, samples[1:]):
+        dt = after.time - before.time
+        if dt <= 0:
+            continue
+        done = after.request_success - before.request_success  # type: ignore[operator]
+        queue_us = after.queue_duration_us - before.queue_duration_us  # type: ignore[operator]
+        compute_us = after.compute_duration_us - before.compute_duration_us  # type: ignore[operator]
+        if done < 0 or queue_us < 0 or compute_us < 0:
+            continue
+        pending_change = after.pending_requests - before.pending_requests  # type: ignore[operator]
+        busy = compute_us / 1e6 / dt
+        out.append(_Interval(before.time, after.time, done, max(0.0, done + pending_change), queue_us / 1e6,
+                             compute_us / 1e6, busy, max(0.0, after.pending_requests - busy)))  # type: ignore[operator]
+    return out
+
+
+def _learn(model: CapacityModel, state: AutoscalerState, samples: Sequence[MetricSample],
+           intervals: Sequence[_Interval], settings: AutoscalerSettings) -> tuple[CapacityModel, AutoscalerState]:
+    """Fold samples newer than the state into the capacity model and the start-up tracker."""
+    seen = state.last_sample_time
+    fresh = [s for s in samples if seen is None or s.time > seen]
+    launches = list(state.launches)
+    observations = list(model.startup_observations)
+    last_ready, last_starting, last_time = state.last_ready, state.last_starting, seen
+    for sample in fresh:
+        ready, starting = float(sample.ready_replicas), float(sample.starting_replicas)  # type: ignore[arg-type]
+        if last_ready is not None and last_starting is not None:
+            # Launch times come from this autoscaler's own scale-ups (``_finish``); a replica seen ready
+            # at a scrape became ready since the previous one, so a delay errs long by at most a scrape.
+            became_ready = int(round(max(0.0, ready - last_ready)))
+            added = sum(1 for t in launches if last_time is not None and last_time <= t < sample.time)
+            for _ in range(became_ready):
+                if launches and launches[0] < sample.time:
+                    observations.append(sample.time - launches.pop(0))
+            cancelled = int(round(max(0.0, last_starting + added - became_ready - starting)))
+            for _ in range(cancelled):  # scaled down before they were ready: the newest go first
+                if launches:
+                    launches.pop()
+        last_ready, last_starting, last_time = ready, starting, sample.time
+    observations = observations[-9:]
+    startup = sorted(observations)[len(observations) // 2] if observations else None  # median: robust
+
+    service_time = model.service_time_s
+    slots = model.slots_per_replica
+    factor, evidence = model.queue_factor, model.queue_evidence
+    by_end = {s.time: s for s in samples}
+    for interval in intervals:
+        if seen is not None and interval.end <= seen:
+            continue
+        if interval.completions > 0:
+            measured = interval.compute_s / interval.completions
+            weight = min(1.0, interval.completions / 200.0)
+            service_time = measured if service_time is None else service_time + 0.3 * weight * (measured - service_time)
+        after = by_end.get(interval.end)
+        ready = float(after.ready_replicas) if after else 0.0  # type: ignore[arg-type]
+        if after is not None and ready > 0 and interval.queue_s > 0.05 * interval.completions * (service_time or 0) \
+                and interval.queued_at_end >= ready:
+            per_replica = min(interval.busy / ready, _MAX_SLOTS)
+            slots = per_replica if slots is None else max(slots, per_replica)
+        # Calibrate the queueing model: predicted vs observed waiting, in request-seconds.
+        servers = _servers(ready, slots, settings)
+        if service_time and servers and interval.completions > 0 and ready > 0:
+            rate = interval.arrivals / (interval.end - interval.start)
+            predicted = mean_wait_s(rate, service_time, servers) * interval.completions
+            if math.isfinite(predicted) and predicted > 0.01 and interval.queued_at_end < servers:
+                observed = interval.queue_s
+                weight = min(predicted, settings.calibration_memory)
+                evidence = min(evidence + weight, settings.calibration_memory)
+                step = weight / (evidence + settings.calibration_prior)  # < 1: moves towards, never past
+                ratio = min(2.0, max(0.5, observed / predicted))
+                factor = math.exp(math.log(factor) + step * (math.log(ratio) - math.log(factor)))
+    model = replace(model, service_time_s=service_time, slots_per_replica=slots, startup_delay_s=startup,
+                    startup_observations=tuple(observations), queue_factor=factor, queue_evidence=evidence)
+    state = replace(state, launches=tuple(launches), last_ready=last_ready, last_starting=last_starting,
+                    last_sample_time=samples[-1].time if samples else seen)
+    return model, state
+
+
+_MAX_SLOTS = 256.0
+"""Most concurrent requests per replica the model believes it has learned (bounds garbage metrics)."""
+
+
+def _servers(ready: float, slots: float | None, settings: AutoscalerSettings) -> float:
+    per = settings.slots_per_replica or (round(slots) if slots else None)
+    return ready * per if per else 0.0
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope of (time, value) points and its standard error."""
+    if len(points) < 3:
+        return 0.0, math.inf
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var <= 0:
+        return 0.0, math.inf
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / var
+    residual = sum((v - mean_v - slope * (t - mean_t)) ** 2 for t, v in points)
+    return slope, math.sqrt(residual / (len(points) - 2) / var)
+
+
+def _significant(slope: float, error: float, confidence: float) -> float:
+    """The slope shrunk towards 0 by ``confidence`` standard errors (0 when not significant)."""
+    if not math.isfinite(error):
+        return 0.0
+    if slope > 0:
+        return max(0.0, slope - confidence * error)
+    return min(0.0, slope + confidence * error)
+
+
+def _rate_limits(state: AutoscalerState, now: float, current: int, wanted: int,
+                 settings: AutoscalerSettings) -> tuple[int, str | None]:
+    """Bound ``wanted`` by the per-period change limits (relative to the count at the period's start)."""
+    if wanted > current:
+        policy = settings.scale_up
+        base = _count_at(state, now - policy.period_s, current)
+        limit = base + max(policy.max_change_replicas, math.ceil(base * policy.max_change_percent / 100.0))
+        if wanted > limit:
+            return max(current, limit), f"rate limit: at most {limit} within {policy.period_s:.0f}s"
+    elif wanted < current:
+        policy2 = settings.scale_down
+        base = _count_at(state, now - policy2.period_s, current)
+        limit = base - max(policy2.max_change_replicas, math.floor(base * policy2.max_change_percent / 100.0))
+        if wanted < limit:
+            return min(current, limit), f"rate limit: at least {limit} within {policy2.period_s:.0f}s"
+    return wanted, None
+
+
+def _count_at(state: AutoscalerState, since: float, current: int) -> int:
+    """The desired count at ``since``: the ``from`` of the first change after it, else the current."""
+    for time, before, _ in state.changes:
+        if time > since:
+            return before
+    return current
+
+
+def _hold(state: AutoscalerState, current: int, settings: AutoscalerSettings, now: float, reason: str,
+          observed: Observed = Observed()) -> Decision:
+    keep = max(current, state.desired or 0)
+    keep = max(settings.min_replicas, min(keep, max(settings.max_replicas, current)))
+    return Decision(keep, "hold", f"holding {keep} replicas: {reason}", False, observed,
+                    replace(state, desired=keep))
+
+
+def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, settings: AutoscalerSettings,
+           state: AutoscalerState | None = None) -> Decision:
+    """The replica count for one service now.
+
+    ``samples``: the recent scrapes of the service (at least the trend window, oldest first; older ones
+    are ignored); ``current_replicas``: the count now asked of Kubernetes (ready + starting);
+    ``state``: the previous decision's ``state`` (``None`` the first time).
+    """
+    state = state or AutoscalerState()
+    samples = sorted((s for s in samples if math.isfinite(s.time)), key=lambda s: s.time)
+    horizon_back = max(settings.trend_window_s, settings.rate_window_s) + 1e-6
+    samples = [s for s in samples if s.time >= now - horizon_back - settings.stale_after_s]
+    problem = _problem(samples, now, settings)
+    if problem is not None:
+        return _hold(state, current_replicas, settings, now, problem)
+    intervals = _intervals(samples)
+    if not intervals:
+        return _hold(state, current_replicas, settings, now, "counters reset in every interval")
+    model, state = _learn(state.capacity, state, samples, intervals, settings)
+    state = replace(state, capacity=model)
+
+    newest = samples[-1]
+    level_window = [i for i in intervals if i.end > newest.time - settings.rate_window_s - 1e-6]
+    span = sum(i.end - i.start for i in level_window)
+    arrivals = sum(i.arrivals for i in level_window)
+    completions = sum(i.completions for i in level_window)
+    rate = arrivals / span if span > 0 else 0.0
+    queue_ms = 1000.0 * sum(i.queue_s for i in level_window) / completions if completions else 0.0
+    trend_points = [((i.start + i.end) / 2, i.arrivals / (i.end - i.start)) for i in intervals
+                    if i.end > newest.time - settings.trend_window_s - 1e-6]
+    covered = newest.time - min((i.start for i in intervals), default=newest.time)
+    # A trend needs most of its window: a fresh start (or a gap) would stretch a few seconds over minutes.
+    raw_trend, trend_error = _slope(trend_points) if covered >= 0.75 * settings.trend_window_s else (0.0, math.inf)
+    trend = _significant(raw_trend, trend_error, settings.trend_confidence)
+    ready = float(newest.ready_replicas)  # type: ignore[arg-type]
+    starting = float(newest.starting_replicas)  # type: ignore[arg-type]
+    pending = float(newest.pending_requests)  # type: ignore[arg-type]
+    slots = float(settings.slots_per_replica or max(1, round(model.slots_per_replica or 1)))
+    startup = model.startup_delay_s if model.startup_delay_s is not None else settings.startup_delay_prior_s
+    horizon = startup + settings.decision_lag_s
+    # The level lags the newest sample by half its window; the forecast looks ahead over the horizon.
+    forecast = max(rate, rate + trend * (horizon + settings.rate_window_s / 2))
+    service_s = model.service_time_s or 0.0
+    observed = Observed(arrival_rate=rate, arrival_trend=trend, forecast_rate=forecast,
+                        service_time_ms=service_s * 1000, queue_time_ms=queue_ms, pending_requests=pending,
+                        ready_replicas=ready, starting_replicas=starting, slots_per_replica=slots,
+                        startup_delay_s=startup, horizon_s=horizon)
+
+    if settings.signal is Signal.QUEUE_TIME:
+        backlog = max(0.0, pending - ready * slots)
+        target_s = settings.target / 1000.0
+
+        def needed(load_rate: float) -> int:
+            extra = backlog / max(horizon, 10.0)
+            servers = servers_for_queue_time(load_rate + extra, service_s, target_s, settings.miss_budget,
+                                             model.queue_factor, limit=int(settings.max_replicas * slots) + 1)
+            return math.ceil(servers / slots)
+
+        if service_s <= 0:
+            need_up = need_down = current_replicas if completions == 0 and pending > 0 else \
+                (settings.min_replicas if pending == 0 else current_replicas)
+            reason = "no requests completed yet" if pending else "idle"
+        else:
+            need_up = needed(forecast)
+            # Scale down only when demand is below what one replica less could serve by the tolerance.
+            need_down = needed(forecast * (1 + settings.tolerance))
+            reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s) × "
+                      f"{service_s * 1000:.0f} ms on {slots:.0f} slots per replica keeps queue time under "
+                      f"{settings.target:.0f} ms")
+        observed = replace(observed, signal_value=queue_ms, needed_replicas=need_up)
+    else:
+        value, per_replica_target, what = _ratio_signal(settings, rate, pending, ready, newest)
+        if value is None:
+            return _hold(state, current_replicas, settings, now, what, observed)
+        base = max(ready, 1.0)
+        ratio = value / per_replica_target
+        if abs(ratio / base - 1.0) <= settings.tolerance:
+            need_up = need_down = current_replicas
+        else:
+            need_up = need_down = math.ceil(ratio - 1e-9)
+        reason = f"{what} {value / base:.2f} per replica against a target of {per_replica_target:.2f}"
+        observed = replace(observed, signal_value=value / base, needed_replicas=need_up)
+
+    # The latency objective overrides the signal when it is exceeded.
+    if settings.latency_slo_ms and completions > 0:
+        latency = 1000.0 * sum(i.queue_s + i.compute_s for i in level_window) / completions
+        if latency > settings.latency_slo_ms:
+            push = max(current_replicas + 1, math.ceil(current_replicas * latency / settings.latency_slo_ms))
+            if push > need_up:
+                need_up = need_down = push
+                reason = f"mean latency {latency:.0f} ms exceeds the objective {settings.latency_slo_ms:.0f} ms"
+
+    return _finish(state, now, current_replicas, settings, need_up, need_down, reason, observed, newest)
+
+
+def _ratio_signal(settings: AutoscalerSettings, rate: float, pending: float, ready: float,
+                  newest: MetricSample) -> tuple[float | None, float, str]:
+    if settings.signal is Signal.PENDING_REQUESTS:
+        return pending, settings.target, "pending requests"
+    if settings.signal is Signal.REQUEST_RATE:
+        return rate, settings.target, "requests per second"
+    if newest.gpu_utilization is None:
+        return None, settings.target, "gpu_utilization missing"
+    return newest.gpu_utilization * max(ready, 1.0), settings.target, "GPU utilisation"
+
+
+def _finish(state: AutoscalerState, now: float, current: int, settings: AutoscalerSettings, need_up: int,
+            need_down: int, reason: str, observed: Observed, newest: MetricSample) -> Decision:
+    """Apply the stabilisation windows, the GPU guard, the rate limits and the bounds."""
+    lo, hi = settings.min_replicas, settings.max_replicas
+    need_up = max(lo, min(hi, need_up))
+    need_down = max(lo, min(hi, need_down))
+    down_window = settings.scale_down.stabilization_window_s
+    if down_window is None:
+        startup = observed.startup_delay_s if math.isfinite(observed.startup_delay_s) else 0.0
+        down_window = max(settings.scale_down.min_window_s, settings.scale_down.startup_share * startup)
+    up_window = settings.scale_up.stabilization_window_s
+    keep = max(down_window, up_window) + 1e-6
+    history = tuple(r for r in state.recommendations if r[0] > now - keep) + ((now, need_up, need_down),)
+    if need_up > current:
+        # Up: the lowest recommendation of the up window (the newest alone when the window is 0).
+        wanted = max(current, min(r[1] for r in history if r[0] > now - up_window - 1e-6))
+        if wanted == current:
+            reason = f"{reason}; scale-up stabilising over {up_window:.0f}s"
+    else:
+        # Down: the highest recommendation of the down window, once a whole window has been seen.
+        wanted = min(current, max(r[2] for r in history if r[0] > now - down_window - 1e-6))
+        first = state.first_decision if state.first_decision is not None else now
+        if now - first < down_window - 1e-6:
+            wanted = current
+        if wanted == current and need_down < current:
+            reason = f"{reason}; scale-down stabilising over {down_window:.0f}s"
+    guard = newest.gpu_utilization
+    if wanted < current and guard is not None and guard > settings.gpu_utilization_guard:
+        wanted = current
+        reason = f"{reason}; GPU utilisation {guard:.0f}% above {settings.gpu_utilization_guard:.0f}%: not removing"
+    if lo <= current <= hi:  # outside the bounds, the bounds win over limits
+        wanted, limited = _rate_limits(state, now, current, wanted, settings)
+        if limited:
+            reason = f"{reason}; {limited}"
+    wanted = max(lo, min(hi, wanted))
+    action = "scale-up" if wanted > current else "scale-down" if wanted < current else "steady"
+    period = max(settings.scale_up.period_s, settings.scale_down.period_s)
+    changes = tuple(c for c in state.changes if c[0] > now - period - 1e-6)
+    if wanted != current:
+        changes += ((now, current, wanted),)
+    launches = state.launches + (now,) * max(0, wanted - current)
+    new_state = replace(state, recommendations=history, changes=changes, desired=wanted,
+                        launches=launches[-4 * max(hi, 1):],
+                        first_decision=state.first_decision if state.first_decision is not None else now,
+                        last_scale_up=now if wanted > current else state.last_scale_up,
+                        last_scale_down=now if wanted < current else state.last_scale_down)
+    verb = f"{action} to {wanted}" if action != "steady" else f"steady at {wanted}"
+    return Decision(wanted, action, f"{verb}: {reason}", True, observed, new_state)

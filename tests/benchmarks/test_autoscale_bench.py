@@ -1,0 +1,96 @@
+"""The autoscaling benchmark's simulator and command: every request is accounted for, the baselines
+behave as defined, and `trireme bench autoscale` prints its table and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trireme.benchmarks import autoscale as bench
+from trireme.cli import main
+
+TRACE = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+
+
+def write_trace(path: Path, seconds: int = 900, seed: int = 7) -> Path:
+    """A request trace whose rate ramps from 1 to 4 per second and back, in the Azure format."""
+    rng = np.random.default_rng(seed)
+    rows, t = ["TIMESTAMP,ContextTokens,GeneratedTokens"], 0.0
+    while t < seconds:
+        rate = 1.0 + 3.0 * np.sin(np.pi * t / seconds) ** 2
+        t += rng.exponential(1.0 / rate)
+        rows.append(f"{t:.4f},{rng.integers(50, 2000)},{rng.integers(5, 400)}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_load_amplifies_and_keeps_the_window(tmp_path: Path) -> None:
+    trace = bench.load_trace(write_trace(tmp_path / "t.csv"))
+    setting = bench.Setting("t", speedup=2.0, copies=3, startup_s=10.0)
+    load = bench.amplify(trace, setting, seed=1)
+    assert len(load.arrivals) == 3 * len(trace.times)
+    assert np.all(np.diff(load.arrivals) >= 0)
+    assert load.arrivals[0] >= 0 and load.arrivals[-1] <= trace.times[-1] / 2 + 1e-9
+    assert np.all(load.service >= 0.02)
+
+
+@pytest.mark.parametrize("dispatch", ["pooled", "round-robin"])
+def test_every_request_is_served_or_missed_and_oracle_beats_static(tmp_path: Path, dispatch: str) -> None:
+    trace = bench.load_trace(write_trace(tmp_path / "t.csv"))
+    setting = bench.Setting("t", speedup=1.0, copies=4, startup_s=20.0)
+    outcomes = bench.run_one(trace, setting, seed=3, slo_ms=100.0, dispatch=dispatch, timeline=True)
+    assert set(outcomes) == set(bench.POLICIES)
+    load = bench.amplify(trace, setting, 3)
+    for outcome in outcomes.values():
+        assert outcome.served + outcome.missed_unstarted == len(load.arrivals)
+        assert outcome.requests == int(load.counted.sum())
+        assert 0 <= outcome.met <= outcome.requests
+        assert outcome.gpu_seconds > 0 and outcome.timeline
+    assert outcomes["oracle"].gpu_seconds < outcomes["static"].gpu_seconds
+    assert outcomes["static"].scale_events == 0
+    if dispatch == "pooled":
+        assert outcomes["oracle"].attainment >= 0.98
+        assert outcomes["trireme"].attainment >= 0.98
+
+
+def test_oracle_plan_covers_a_burst() -> None:
+    arrivals = np.concatenate([np.linspace(0, 9.9, 20), np.linspace(10, 19.9, 600)])
+    load = bench.Load(arrivals, np.full(len(arrivals), 0.2), np.ones(len(arrivals), bool), 20.0, 0.0)
+    counts = bench.oracle_counts(load, 0.1)
+    assert counts[0] <= 2 and counts[1] >= 60 * 0.2 / bench.SLOTS
+    plan = bench.PlanPolicy("oracle", counts, startup_s=10.0)
+    assert plan.count_at(0.0) == counts[:2].max()  # launched a start-up delay early
+
+
+def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", seconds=400)
+    plot = tmp_path / "plot.png"
+    code = main(["bench", "autoscale", "--trace", str(trace), "--settings", "5x-start10", "--seeds", "1",
+                 "--workers", "1", "--json", "--plot", str(plot)])
+    out = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(out.out)
+    assert summary["slo_ms"] == 100.0 and summary["settings"] == ["5x-start10"]
+    for policy in bench.POLICIES:
+        row = summary["policies"][policy]["5x-start10"]
+        assert set(row) == {"slo_attainment", "p99_queue_ms", "gpu_seconds", "oracle_ratio", "scale_events"}
+    assert summary["policies"]["oracle"]["5x-start10"]["oracle_ratio"] == pytest.approx(1.0)
+    assert plot.stat().st_size > 0 and "[1/1]" in out.err
+
+
+def test_cli_table_and_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = write_trace(tmp_path / "t.csv", seconds=300)
+    assert main(["bench", "autoscale", "--trace", str(trace), "--settings", "5x-start30", "--seeds", "2",
+                 "--workers", "1"]) == 0
+    assert "trireme" in capsys.readouterr().out
+    assert main(["bench", "autoscale", "--trace", str(trace), "--settings", "9x"]) == 2
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason="shared benchmark data not present")
+def test_azure_trace_one_setting() -> None:
+    outcomes = bench.run_one(bench.load_trace(TRACE), bench.SETTINGS[3], seed=1, slo_ms=100.0)
+    assert outcomes["oracle"].attainment >= 0.99
+    assert outcomes["trireme"].attainment >= 0.99
+    assert outcomes["trireme"].gpu_seconds < outcomes["static"].gpu_seconds

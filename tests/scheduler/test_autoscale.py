@@ -1,0 +1,266 @@
+"""The autoscaler's decisions: jumps to the count the load needs, tolerance, stabilisation windows,
+rate limits, bounds, the ratio signals, and holding (never shrinking) on metrics it cannot trust.
+Time is an argument everywhere: these tests run on fake time."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import pytest
+from trireme.scheduler.autoscale import (
+    AutoscalerSettings, AutoscalerState, Decision, MetricSample, ScaleDownPolicy, Signal,
+    choose_scale_down_victim, decide, servers_for_queue_time,
+)
+
+SETTINGS = AutoscalerSettings.for_queue_time(100, max_replicas=32, slots_per_replica=4)
+SERVICE_S = 0.3
+
+
+@dataclass
+class Feed:
+    """A service seen through 5 s scrapes: counters grow with the load given for each step."""
+
+    time: float = 0.0
+    done: float = 0.0
+    queue_us: float = 0.0
+    compute_us: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.samples: list[MetricSample] = []
+
+    def step(self, rate: float, ready: int, *, queue_ms: float = 0.0, service_s: float = SERVICE_S,
+             pending: float | None = None, starting: int = 0, gpu: float | None = None, seconds: float = 5.0,
+             **override: object) -> MetricSample:
+        self.time += seconds
+        completed = rate * seconds
+        self.done += completed
+        self.queue_us += completed * queue_ms * 1000
+        self.compute_us += completed * service_s * 1e6
+        in_flight = rate * service_s if pending is None else pending
+        sample = MetricSample(self.time, in_flight, self.done, self.queue_us, self.compute_us, float(ready),
+                              float(starting), gpu)
+        sample = replace(sample, **override)  # type: ignore[arg-type]
+        self.samples.append(sample)
+        return sample
+
+    def steady(self, rate: float, ready: int, steps: int = 13, **kw: object) -> list[MetricSample]:
+        for _ in range(steps):
+            self.step(rate, ready, **kw)  # type: ignore[arg-type]
+        return self.samples
+
+
+def replicas_for(rate: float, settings: AutoscalerSettings = SETTINGS) -> int:
+    servers = servers_for_queue_time(rate, SERVICE_S, settings.target / 1000, settings.miss_budget)
+    return math.ceil(servers / 4)
+
+
+def decide_on(samples: list[MetricSample], current: int, settings: AutoscalerSettings = SETTINGS,
+              state: AutoscalerState | None = None, now: float | None = None) -> Decision:
+    return decide(samples, samples[-1].time if now is None else now, current, settings, state)
+
+
+# -- the queueing model ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rate", "service", "target", "budget", "expected"), [
+    pytest.param(0.0, 0.3, 0.1, 0.01, 0, id="no-load-no-servers"),
+    pytest.param(10.0, 0.1, 0.1, 0.01, 4, id="one-erlang-needs-four"),
+    pytest.param(100.0, 0.3, 0.1, 0.01, 38, id="thirty-erlangs"),
+    pytest.param(100.0, 0.3, 0.1, 0.001, 41, id="tighter-budget-more-servers"),
+    pytest.param(100.0, 0.3, 0.5, 0.01, 33, id="looser-target-fewer-servers"),
+])
+def test_servers_for_queue_time(rate: float, service: float, target: float, budget: float, expected: int) -> None:
+    assert servers_for_queue_time(rate, service, target, budget) == expected
+
+
+def test_more_load_never_needs_fewer_servers() -> None:
+    counts = [servers_for_queue_time(rate, 0.3, 0.1, 0.01) for rate in range(1, 200, 7)]
+    assert counts == sorted(counts)
+
+
+# -- decisions on good metrics ---------------------------------------------------------------------------------
+
+STEADY = replicas_for(100.0)
+
+
+@pytest.mark.parametrize(("name", "rate", "current", "expected_action", "expected"), [
+    ("steady-at-needed-count", 100.0, STEADY, "steady", STEADY),
+    ("jumps-to-needed-in-one-decision", 100.0, STEADY - 3, "scale-up", STEADY),
+    ("small-drop-within-tolerance-stays", 100.0 * 0.95, STEADY, "steady", STEADY),
+    ("drop-waits-for-window", 40.0, STEADY, "steady", STEADY),
+    ("no-scale-down-before-a-window-of-history", 0.0, STEADY, "steady", STEADY),
+    ("above-max-is-max", 2000.0, 20, "scale-up", 32),
+])
+def test_decisions(name: str, rate: float, current: int, expected_action: str, expected: int) -> None:
+    decision = decide_on(Feed().steady(rate, current), current)
+    assert (decision.action, decision.desired_replicas) == (expected_action, expected), decision.reason
+    assert decision.metrics_available
+
+
+def test_scale_up_rate_limit_doubles_at_most() -> None:
+    decision = decide_on(Feed().steady(300.0, 3), 3)
+    assert decision.desired_replicas == 7  # max(100 %, 4 replicas) per 15 s
+    assert "rate limit" in decision.reason
+
+
+def test_scale_down_after_window_then_rate_limited() -> None:
+    feed = Feed()
+    feed.steady(100.0, STEADY)
+    state, current = None, STEADY
+    for _ in range(12):  # a minute of lower load
+        decision = decide_on(feed.samples, current, state=state)
+        state, current = decision.state, decision.desired_replicas
+        feed.step(20.0, current)
+    assert current < STEADY
+    downs = [c for c in state.changes if c[2] < c[1]]
+    assert downs and all(before - after <= max(2, before // 4) for _, before, after in downs)
+
+
+def test_scale_down_waits_for_the_learned_start_up_delay() -> None:
+    feed, state = Feed(), None
+
+    def step(rate: float, ready: int, starting: int = 0) -> Decision:
+        nonlocal state
+        feed.step(rate, ready, starting=starting)
+        decision = decide_on(feed.samples, ready + starting, state=state)
+        state = decision.state
+        return decision
+
+    step(50.0, 4)
+    added = step(150.0, 4).desired_replicas  # scale-up decided at t=10
+    assert added > 4
+    for _ in range(11):
+        step(150.0, 4, starting=added - 4)
+    decision = step(150.0, added)  # seen ready at t=70
+    assert decision.state.capacity.startup_delay_s == pytest.approx(60.0)
+    for _ in range(8):  # 40 s of low load: the 30 s minimum window would have let go by now
+        decision = step(5.0, added)
+    assert decision.desired_replicas == added and "stabilising over 45s" in decision.reason  # 0.75 × 60 s
+
+
+def test_min_replicas_when_idle() -> None:
+    settings = replace(SETTINGS, min_replicas=2, scale_down=ScaleDownPolicy(stabilization_window_s=0))
+    decision = decide_on(Feed().steady(0.0, 5), 5, settings)
+    assert decision.desired_replicas == 3  # 25 % or 2 per period, towards min 2
+    feed = Feed(time=100.0)
+    later = decide_on(feed.steady(0.0, 2), 2, settings, decision.state)
+    assert later.desired_replicas == 2
+
+
+def test_below_min_goes_to_min_at_once() -> None:
+    settings = replace(SETTINGS, min_replicas=4)
+    assert decide_on(Feed().steady(0.0, 1), 1, settings).desired_replicas == 4
+
+
+def test_backlog_adds_replicas() -> None:
+    quiet = decide_on(Feed().steady(50.0, 5), 5)
+    backlog = decide_on(Feed().steady(50.0, 5, pending=600.0, queue_ms=2000.0), 5)
+    assert backlog.desired_replicas > quiet.desired_replicas
+
+
+def test_rising_load_scales_ahead_of_the_trend() -> None:
+    feed = Feed()
+    for i in range(13):
+        feed.step(40.0 + 5.0 * i, 8)
+    decision = decide_on(feed.samples, 8)
+    assert decision.observed.forecast_rate > decision.observed.arrival_rate
+    assert decision.desired_replicas > replicas_for(decision.observed.arrival_rate)
+
+
+@pytest.mark.parametrize(("name", "signal", "target", "kw", "current", "expected"), [
+    ("pending-ratio", Signal.PENDING_REQUESTS, 4.0, {"pending": 40.0}, 5, 10),
+    ("pending-within-tolerance", Signal.PENDING_REQUESTS, 4.0, {"pending": 21.0}, 5, 5),
+    ("request-rate-ratio", Signal.REQUEST_RATE, 10.0, {}, 4, 5),
+    ("gpu-ratio", Signal.GPU_UTILIZATION, 60.0, {"gpu": 90.0}, 4, 6),
+])
+def test_ratio_signals(name: str, signal: Signal, target: float, kw: dict, current: int, expected: int) -> None:
+    settings = AutoscalerSettings(signal=signal, target=target, max_replicas=32)
+    decision = decide_on(Feed().steady(50.0, current, **kw), current, settings)
+    assert decision.desired_replicas == expected, decision.reason
+
+
+def test_gpu_signal_without_gpu_metric_holds() -> None:
+    settings = AutoscalerSettings(signal=Signal.GPU_UTILIZATION, target=60.0)
+    decision = decide_on(Feed().steady(50.0, 4), 4, settings)
+    assert decision.action == "hold" and not decision.metrics_available
+
+
+def test_gpu_guard_blocks_scale_down() -> None:
+    settings = replace(SETTINGS, scale_down=ScaleDownPolicy(stabilization_window_s=0))
+    decision = decide_on(Feed().steady(5.0, 10, gpu=97.0), 10, settings)
+    assert decision.desired_replicas == 10 and "GPU utilisation" in decision.reason
+
+
+def test_latency_objective_overrides_the_signal() -> None:
+    settings = AutoscalerSettings(signal=Signal.PENDING_REQUESTS, target=4.0, latency_slo_ms=200.0)
+    decision = decide_on(Feed().steady(20.0, 4, pending=16.0, queue_ms=300.0), 4, settings)
+    assert decision.desired_replicas >= 5 and "latency" in decision.reason
+
+
+# -- holding on metrics that cannot be trusted ---------------------------------------------------------------
+
+NAN, INF = math.nan, math.inf
+
+
+def _corrupt(**fields: object) -> list[MetricSample]:
+    samples = Feed().steady(20.0, 10)
+    samples[-1] = replace(samples[-1], **fields)  # type: ignore[arg-type]
+    return samples
+
+
+HOLDS = [
+    ("no-samples", [], "no samples"),
+    ("one-sample", Feed().steady(20.0, 10)[:1], "fewer than two"),
+    ("missing-pending", _corrupt(pending_requests=None), "pending_requests missing"),
+    ("missing-ready", _corrupt(ready_replicas=None), "ready_replicas missing"),
+    ("nan-counter", _corrupt(request_success=NAN), "request_success is nan"),
+    ("inf-queue", _corrupt(queue_duration_us=INF), "queue_duration_us is inf"),
+    ("negative-gauge", _corrupt(pending_requests=-1.0), "pending_requests is -1"),
+    ("several-series", _corrupt(several_series=("request_success",)), "several series"),
+    ("nan-gpu", _corrupt(gpu_utilization=NAN), "gpu_utilization is nan"),
+]
+
+
+@pytest.mark.parametrize(("name", "samples", "words"), HOLDS, ids=[h[0] for h in HOLDS])
+def test_hold_on_bad_metrics(name: str, samples: list[MetricSample], words: str) -> None:
+    decision = decide(samples, 65.0, 10, SETTINGS, None)
+    assert decision.action == "hold" and not decision.metrics_available
+    assert decision.desired_replicas == 10
+    assert words in decision.reason
+
+
+def test_hold_on_stale_metrics() -> None:
+    samples = Feed().steady(20.0, 10)
+    decision = decide(samples, samples[-1].time + 31.0, 10, SETTINGS, None)
+    assert decision.action == "hold" and "stale" in decision.reason
+
+
+def test_hold_when_every_counter_reset() -> None:
+    samples = Feed().steady(20.0, 10, steps=3)
+    samples = [replace(s, request_success=100.0 - i) for i, s in enumerate(samples)]
+    assert decide_on(samples, 10).action == "hold"
+
+
+def test_hold_keeps_a_pending_scale_up() -> None:
+    feed = Feed()
+    up = decide_on(feed.steady(100.0, STEADY - 3), STEADY - 3)
+    held = decide(feed.samples, feed.time + 60.0, STEADY - 3, SETTINGS, up.state)
+    assert held.action == "hold" and held.desired_replicas == up.desired_replicas
+
+
+# -- victims ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("loads", "victim"), [
+    pytest.param({"a": 3, "b": 1, "c": 2}, "b", id="least-loaded"),
+    pytest.param({"b": 0, "a": 0}, "a", id="ties-by-name"),
+    pytest.param([("x", 2.5), ("y", 0.5)], "y", id="pairs"),
+])
+def test_choose_scale_down_victim(loads: object, victim: str) -> None:
+    assert choose_scale_down_victim(loads) == victim  # type: ignore[arg-type]
+
+
+def test_choose_scale_down_victim_needs_replicas() -> None:
+    with pytest.raises(ValueError):
+        choose_scale_down_victim({})
