@@ -381,7 +381,11 @@ async def test_a_real_triton_serves_the_sample_model_and_leaves_nothing_behind(t
     np.testing.assert_allclose(total, first + second)
     np.testing.assert_allclose(difference, first - second)
     assert stub_processes(triton.pid), "the model runs in a Python backend stub of the server's group"
-    compute_us = await metric_value(triton.metrics_url, 'nv_inference_compute_infer_duration_us{model="simple",version="1"}')
+    # Triton records a request's statistics just after it answers: poll briefly rather than read once
+    series = 'nv_inference_compute_infer_duration_us{model="simple",version="1"}'
+    deadline = time.monotonic() + 10
+    while (compute_us := await metric_value(triton.metrics_url, series)) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert compute_us >= configured_delay_ms() * 1000, "the model holds each request for its configured delay"
 
     started = time.monotonic()
