@@ -20,6 +20,7 @@ The simulation is a discrete-event loop over arrivals, completions, replica star
 
 from __future__ import annotations
 
+import argparse
 import csv
 import heapq
 import json
@@ -652,37 +653,37 @@ def plot(results: dict[str, dict[int, dict[str, Outcome]]], path: str | Path) ->
     plt.close(fig)
 
 
-def main(args: object) -> int:
+def main(args: argparse.Namespace) -> int:
     """Entry point of ``trireme bench autoscale`` (arguments from trireme.cli)."""
     import time as clock
 
     try:
-        settings = parse_settings(args.settings)  # type: ignore[attr-defined]
-        seeds = parse_seeds(args.seeds)  # type: ignore[attr-defined]
+        settings = parse_settings(args.settings)
+        seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     began = clock.monotonic()
     try:
-        results = run_benchmark(args.trace, settings, seeds, args.slo_ms, args.dispatch,  # type: ignore[attr-defined]
-                                workers=args.workers, timeline=bool(args.plot),  # type: ignore[attr-defined]
+        results = run_benchmark(args.trace, settings, seeds, args.slo_ms, args.dispatch,
+                                workers=args.workers, timeline=bool(args.plot),
                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = summarise(results, args.slo_ms)  # type: ignore[attr-defined]
-    summary["dispatch"] = args.dispatch  # type: ignore[attr-defined]
-    print(json.dumps(summary, indent=2) if args.json else table(summary))  # type: ignore[attr-defined]
-    if args.plot:  # type: ignore[attr-defined]
-        plot(results, args.plot)  # type: ignore[attr-defined]
-        print(f"wrote {args.plot}", file=sys.stderr)  # type: ignore[attr-defined]
+    summary = summarise(results, args.slo_ms)
+    summary["dispatch"] = args.dispatch
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
     print(f"done in {clock.monotonic() - began:.0f}s", file=sys.stderr)
     return 0
 
 
-def add_arguments(parser: object) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options, on an argparse parser."""
-    add = parser.add_argument  # type: ignore[attr-defined]
+    add = parser.add_argument
     add("--trace", required=True, help="request trace CSV (TIMESTAMP, ContextTokens, GeneratedTokens)")
     add("--settings", default="all", help="all, or a comma list of 1x-start10 … 5x-start60 (default all)")
     add("--seeds", default="1-5", help="seeds, e.g. 1-5 or 1,3 (default 1-5)")

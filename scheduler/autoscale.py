@@ -21,8 +21,8 @@ Why this shape:
   give is the objective.
 * **Ahead by the start-up delay.** A replica asked for now serves only after it starts, so the
   arrival rate is forecast over that horizon from its recent trend, and a replica is kept
-  rather than removed when it would be needed again before a new one could start (the scale-
-  down window defaults to the learned start-up delay).
+  rather than removed when it would probably be needed again before a new one could start (the
+  scale-down window defaults to three quarters of the learned start-up delay).
 * **Never worse on bad data.** Missing, stale, NaN/Inf, negative, reset or duplicated series
   give a *hold*: the count never goes down on metrics that cannot be trusted, and the caller
   reports MetricsAvailable=False.
@@ -111,9 +111,9 @@ class ScaleDownPolicy:
     """How fast replicas are removed."""
 
     stabilization_window_s: float | None = None
-    """Acts on the highest recommendation of this window. ``None``: the learned start-up delay of a
-    replica (at least ``min_window_s``): removing a replica that is needed again sooner than a new one
-    could start saves nothing and risks the objective."""
+    """Acts on the highest recommendation of this window. ``None``: ``startup_share`` of the learned
+    start-up delay of a replica (at least ``min_window_s``): removing a replica that is needed again
+    sooner than a new one could start saves nothing and risks the objective."""
     min_window_s: float = 30.0
     """Lower bound of the automatic window: a few scrapes, so one noisy rate does not remove replicas."""
     startup_share: float = 0.75
