@@ -8,7 +8,9 @@ An entry that fits nowhere may preempt lower-priority, preemptible pods
 (``preemption.find_preemption``); while the pods it preempted are still terminating on
 its nominated node it waits instead of choosing new victims. Victims chosen for one entry
 are not offered to the next, and every preemption counts against the victims' disruption
-budgets for the rest of the cycle.
+budgets for the rest of the cycle. An entry that waits although pods of lower priority are
+bound says why preemption could not help (they may not be preempted, or evicting them would
+not make room), so a preempted replica that waits for its GPUs to come back says so.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ def schedule(snapshot: ClusterSnapshot, pending: Sequence[Pending], victims: Map
             continue
         preemption = find_preemption(snapshot, entry.request, policy, victims, budgets) if victims else None
         if preemption is None:
-            decisions.update((d.pod, d) for d in made)
+            why = _no_preemption(snapshot, entry, victims)
+            decisions.update((d.pod, Unschedulable(d.pod, d.reason + why) if isinstance(d, Unschedulable) and why
+                              else d) for d in made)
             continue
         for victim in preemption.victims:
             service = victims.pop(victim).service
@@ -108,6 +112,18 @@ def schedule(snapshot: ClusterSnapshot, pending: Sequence[Pending], victims: Map
         decisions.update((pod, Preempt(pod, preemption.node, preemption.victims, preemption.reason))
                          for pod in entry.pods)
     return CycleResult(decisions, snapshot)
+
+
+def _no_preemption(snapshot: ClusterSnapshot, entry: Pending, victims: Mapping[str, Victim]) -> str:
+    """Why preemption could not make room, to append to the reason an entry waits ('' when no bound pod
+    has a lower priority: then preemption was never an option, and saying so adds nothing)."""
+    lower = [victims[b.pod] for b in snapshot.bound if b.pod in victims and victims[b.pod].priority < entry.priority]
+    if not lower:
+        return ""
+    if not any(v.preemptible for v in lower):
+        return f"; preemption cannot help: no pod of lower priority than {entry.priority} may be preempted"
+    return (f"; preemption cannot help: evicting pods of lower priority than {entry.priority}, within their "
+            f"disruption budgets, would not make room")
 
 
 def _place(snapshot: ClusterSnapshot, request: Request, policy: Policy) -> tuple[list[Bind | Unschedulable],

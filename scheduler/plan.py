@@ -79,27 +79,33 @@ def plan(snapshot: ClusterSnapshot, requests: Sequence[Request], policy: Policy 
     decisions: list[Decision] = []
     bound = {b.pod: b for b in snapshot.bound}
     recorded = len(snapshot.bound)
+    explanations: dict[tuple[object, ...], str] = {}  # reasons by request shape, until the snapshot changes
     ordered = sorted(requests, key=lambda r: -_priority(r))
     for request in ordered:
         if isinstance(request, Gang):
             made, snapshot = place_gang(snapshot, request, policy, bound)
             decisions.extend(made)
         else:
-            decision, snapshot = place(snapshot, request, policy, bound)
+            before = snapshot
+            decision, snapshot = place(snapshot, request, policy, bound, explanations=explanations)
             decisions.append(decision)
+            if snapshot is not before:
+                explanations.clear()
         bound.update((b.pod, b) for b in snapshot.bound[recorded:])
         recorded = len(snapshot.bound)
     return Plan(tuple(decisions), snapshot)
 
 
 def place(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy,
-          bound: Mapping[str, BoundPod] | None = None, explain_failure: bool = True
-          ) -> tuple[Decision, ClusterSnapshot]:
+          bound: Mapping[str, BoundPod] | None = None, explain_failure: bool = True,
+          explanations: dict[tuple[object, ...], str] | None = None) -> tuple[Decision, ClusterSnapshot]:
     """One pod: its decision and the snapshot after it (unchanged when unschedulable or already bound).
 
     ``bound`` indexes ``snapshot.bound`` by pod, when the caller keeps one (a replay of fresh pods
     passes an empty mapping); without it the snapshot is searched. ``explain_failure=False`` skips
-    composing the reason of an Unschedulable (a replay that drops failed tasks), not the decision."""
+    composing the reason of an Unschedulable (a replay that drops failed tasks), not the decision.
+    ``explanations`` caches reasons by request shape for a caller that clears it whenever the
+    snapshot changes (``plan`` does): in a full cluster, equal pods fail for equal reasons."""
     existing = _bound(snapshot, request.pod) if bound is None else bound.get(request.pod)
     if existing is not None:
         return Bind(request.pod, existing.node, existing.gpu_indices), snapshot
@@ -109,7 +115,13 @@ def place(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy,
     avoid = _replica_nodes(snapshot, request) if request.spread and request.service else frozenset()
     chosen = select(snapshot, request, policy, avoid=avoid)
     if chosen is None:
-        reason = explain(snapshot, request, policy, avoid) if explain_failure else "fits on no node"
+        if not explain_failure:
+            reason = "fits on no node"
+        elif explanations is None or avoid:
+            reason = explain(snapshot, request, policy, avoid)
+        else:
+            reason = explanations.get(request.shape) or explanations.setdefault(
+                request.shape, explain(snapshot, request, policy, avoid))
         return Unschedulable(request.pod, reason), snapshot
     name, gpus = chosen
     return Bind(request.pod, name, gpus), snapshot.with_bound(_bound_pod(snapshot, request, name, gpus))
@@ -272,7 +284,9 @@ def explain(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, avoi
         message = (f"needs {request.describe()}; the most free on one GPU is "
                    f"{largest_share / MILLI:g} of a GPU")
     else:
-        where = "in one NVLink island" if request.tensor_parallel > 1 else "on one node"
+        where = ("on one node" if request.tensor_parallel <= 1 else "in one NVLink island"
+                 if request.tensor_parallel == request.gpus else
+                 f"on one node in groups of {request.tensor_parallel}, each group in one NVLink island")
         message = f"needs {request.describe()} {where}; largest free block is {largest}"
     if left_out:
         details = ", ".join(f"{count} {why}" for why, count in sorted(left_out.items()))

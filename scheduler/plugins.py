@@ -19,7 +19,7 @@ Filters are listed in ``FILTERS`` in the order their reasons are reported.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from trireme.scheduler.cluster import MILLI, NodeState
 from trireme.scheduler.requests import PodRequest
@@ -81,7 +81,7 @@ def gpus_big_enough(node: NodeState, request: PodRequest) -> str | None:
     """The node has enough GPUs, of enough memory, to ever hold the pod (empty)."""
     if request.gpus_needed() > node.gpu_count:
         return "too few GPUs"
-    if request.tensor_parallel > 1 and node.islands and max(len(i) for i in node.islands) < request.gpus:
+    if request.tensor_parallel > 1 and node.islands and _groups(map(len, node.islands), request) < request.gpus:
         return "NVLink islands too small"
     if request.milli_on(node) > MILLI:
         return "GPU memory too small"
@@ -99,9 +99,14 @@ def resources_fit(node: NodeState, request: PodRequest) -> str | None:
     return None
 
 
+def _groups(island_sizes: Iterable[int], request: PodRequest) -> int:
+    """GPUs that islands of these sizes hold in whole tensor-parallel groups of the request."""
+    return sum(size // request.tensor_parallel for size in island_sizes) * request.tensor_parallel
+
+
 def gpus_fit(node: NodeState, request: PodRequest) -> str | None:
-    """Enough GPUs with room: one GPU with the share free, or ``gpus`` idle GPUs (in one island
-    for tensor parallelism)."""
+    """Enough GPUs with room: one GPU with the share free, or ``gpus`` idle GPUs (for tensor
+    parallelism, each group of ``tensor_parallel`` of them in one island)."""
     need = request.gpus_needed()
     if not need:
         return None
@@ -110,7 +115,7 @@ def gpus_fit(node: NodeState, request: PodRequest) -> str | None:
         return None if any(free >= milli for free in node.gpu_free_milli) else "no GPU with that share free"
     if request.tensor_parallel > 1 and node.islands:
         free = node.gpu_free_milli
-        if not any(sum(1 for i in island if free[i] == MILLI) >= need for island in node.islands):
+        if _groups((sum(1 for i in island if free[i] == MILLI) for island in node.islands), request) < need:
             return "not enough idle GPUs in one NVLink island"
         return None
     return None if node.whole_free_gpus >= need else "not enough idle GPUs"
@@ -145,16 +150,22 @@ def first_reason(node: NodeState, request: PodRequest, filters: tuple[Filter, ..
 
 def _idle_by_island(node: NodeState, request: PodRequest, tightest: bool) -> tuple[int, ...] | None:
     """``request.gpus`` idle GPUs, lowest indices first; for tensor parallelism on a node with islands,
-    all from one island (the one with the fewest idle GPUs that suffice when ``tightest``, else the first)."""
+    each group of ``tensor_parallel`` from one island (from the islands with the fewest idle GPUs that
+    suffice when ``tightest``, else from the first ones): a pod of one group gets one island."""
     free, need = node.gpu_free_milli, request.gpus
     if node.islands and (request.tensor_parallel > 1 or tightest):
         islands = [tuple(i for i in island if free[i] == MILLI) for island in node.islands]
         if request.tensor_parallel > 1:
-            fitting = [idle for idle in islands if len(idle) >= need]
-            if not fitting:
-                return None
-            chosen = min(fitting, key=lambda idle: (len(idle), idle[0])) if tightest else fitting[0]
-            return tuple(sorted(chosen[:need]))
+            size = request.tensor_parallel
+            fitting = [idle for idle in islands if len(idle) >= size]
+            if tightest:
+                fitting.sort(key=lambda idle: (len(idle), idle[0]))
+            chosen: list[int] = []
+            for idle in fitting:
+                chosen += idle[:min(len(idle) // size * size, need - len(chosen))]
+                if len(chosen) == need:
+                    return tuple(sorted(chosen))
+            return None
         # no island constraint: fill the islands with the fewest idle GPUs first, keeping big ones whole
         ordered = [i for idle in sorted((i for i in islands if i), key=lambda idle: (len(idle), idle[0]))
                    for i in idle]

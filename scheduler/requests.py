@@ -72,8 +72,9 @@ class PodRequest:
 
     GPUs: ``gpus`` whole GPUs on one node, or one GPU's share: ``gpu_milli`` (1..1000)
     or ``gpu_memory_mib`` (converted per node with its GPU memory). ``tensor_parallel``
-    greater than 1 asks that the pod's GPUs lie in one NVLink island on nodes that
-    declare islands (it must equal ``gpus``). ``spread`` keeps this pod off nodes that
+    greater than 1 asks that the pod's GPUs, in groups of that many, lie each group in one
+    NVLink island on nodes that declare islands (``gpus`` must be a multiple of it; equal to
+    it, every GPU of the pod is in one island). ``spread`` keeps this pod off nodes that
     already run a replica of ``service``.
     """
 
@@ -142,7 +143,7 @@ class PodRequest:
             return "bad request: a share of a GPU and several whole GPUs at once"
         if self.gpu_milli and self.gpu_memory_mib:
             return "bad request: a GPU share both as a fraction and as memory"
-        if self.tensor_parallel > 1 and self.tensor_parallel != self.gpus:
+        if self.tensor_parallel > 1 and self.gpus % self.tensor_parallel:
             return f"bad request: tensor parallel degree {self.tensor_parallel} with {self.gpus} GPUs"
         if any(r.operator not in NODE_SELECTOR_OPERATORS for t in self.affinity for r in t.requirements):
             return "bad request: unknown node affinity operator"
@@ -184,14 +185,17 @@ class Gang:
 Request = PodRequest | Gang
 
 
-def request_from_pod(pod: Mapping[str, Any], *, spread: bool = False, tensor_parallel: bool = False) -> PodRequest:
+def request_from_pod(pod: Mapping[str, Any], *, spread: bool = False, tensor_parallel: bool | int = False
+                     ) -> PodRequest:
     """What a Pod object (API mapping) asks for.
 
     CPU and memory from container requests; whole GPUs from ``nvidia.com/gpu``; a GPU
     share from ``serving.trireme.io/gpu-share``; products from
     ``serving.trireme.io/gpu-products``; node selector, required node affinity and
     tolerations from the spec; the service from ``serving.trireme.io/service``.
-    ``tensor_parallel`` asks for the pod's GPUs within one NVLink island.
+    ``tensor_parallel`` asks for the pod's GPUs in NVLink islands: True for all of them in one
+    island, a degree for groups of that many GPUs, each group in one island (a pod may hold several
+    tensor-parallel groups).
     """
     meta, spec = pod["metadata"], pod.get("spec") or {}
     annotations = meta.get("annotations") or {}
@@ -214,7 +218,13 @@ def request_from_pod(pod: Mapping[str, Any], *, spread: bool = False, tensor_par
         gpus=gpus, gpu_milli=share_milli, gpu_memory_mib=share_memory, products=products,
         node_selector=tuple(sorted((spec.get("nodeSelector") or {}).items())), affinity=terms,
         tolerations=tolerations, service=(meta.get("labels") or {}).get(SERVICE_LABEL, ""), spread=spread,
-        tensor_parallel=gpus if tensor_parallel and gpus > 1 else 1, priority=int(spec.get("priority") or 0))
+        tensor_parallel=_tensor_parallel(tensor_parallel, gpus), priority=int(spec.get("priority") or 0))
+
+
+def _tensor_parallel(wanted: bool | int, gpus: int) -> int:
+    """The GPUs of one tensor-parallel group: all of the pod's for True, else the degree asked for."""
+    degree = gpus if wanted is True else int(wanted)
+    return degree if degree > 1 and gpus > 1 else 1
 
 
 def gang_from_pods(name: str, pods: Sequence[Mapping[str, Any]], **kwargs: Any) -> Gang:

@@ -3,6 +3,8 @@ for preempted pods to leave instead of preempting again."""
 
 from __future__ import annotations
 
+import pytest
+
 from trireme.scheduler.cluster import BoundPod, ClusterSnapshot, node_state
 from trireme.scheduler.cycle import Pending, queue_order, schedule
 from trireme.scheduler.plan import Bind, Unschedulable
@@ -72,3 +74,23 @@ def test_a_nominated_pod_waits_for_its_victims_to_leave() -> None:
 def test_no_victims_no_preemption() -> None:
     result = schedule(full(), [Pending(pod("a", 1, 10))])
     assert isinstance(result.decisions["ns/a"], Unschedulable)
+
+
+NOT_PREEMPTIBLE = {"ns/low0": Victim(1, preemptible=False, service="ns/low"),
+                   "ns/low1": Victim(1, preemptible=False, service="ns/low")}
+
+
+@pytest.mark.parametrize(("priority", "victims", "budgets", "ending"), [
+    pytest.param(0, VICTIMS, {}, "largest free block is 0", id="no-lower-priority-nothing-added"),
+    pytest.param(1, VICTIMS, {}, "largest free block is 0", id="equal-priority-nothing-added"),
+    pytest.param(10, NOT_PREEMPTIBLE, {}, "; preemption cannot help: no pod of lower priority than 10 may be "
+                 "preempted", id="lower-priority-not-preemptible"),
+    pytest.param(10, VICTIMS, {"ns/low": 0}, "; preemption cannot help: evicting pods of lower priority than 10, "
+                 "within their disruption budgets, would not make room", id="budget-spent"),
+])
+def test_a_waiting_pod_says_why_preemption_cannot_help(priority: int, victims: dict[str, Victim],
+                                                       budgets: dict[str, int], ending: str) -> None:
+    result = schedule(full(), [Pending(pod("a", 1, priority))], victims, budgets)
+    decision = result.decisions["ns/a"]
+    assert isinstance(decision, Unschedulable)
+    assert decision.reason.endswith(ending), decision.reason
