@@ -15,7 +15,7 @@ from typing import Any
 
 from trireme.operator.api import (API_VERSION, KIND, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT,
                                   ConditionStatus, ConditionType, InferenceService)
-from trireme.scheduler.snapshot import GPU_ANNOTATION, GPU_RESOURCE, gpu_indices
+from trireme.scheduler.kube import GPU_ANNOTATION, GPU_RESOURCE, gpu_indices
 
 FIELD_MANAGER = "trireme"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

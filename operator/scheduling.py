@@ -35,7 +35,7 @@ from trireme.scheduler.cluster import cluster_from_objects
 from trireme.scheduler.cycle import Bind, Pending, Preempt, Unschedulable, Victim, schedule
 from trireme.scheduler.dependencies import ServiceState, gates
 from trireme.scheduler.requests import Gang, request_from_pod
-from trireme.scheduler.snapshot import GPU_ANNOTATION
+from trireme.scheduler.kube import GPU_ANNOTATION
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from trireme.scheduler.snapshot import (
+from trireme.scheduler.kube import (
     BLOCKING_EFFECTS, FINISHED_PHASES, GPU_ANNOTATION, GPU_PRODUCT_LABEL, GPU_RESOURCE, Taint, gpu_indices,
     pod_gpu_request)
 

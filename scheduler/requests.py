@@ -20,7 +20,7 @@ from typing import Any
 
 from trireme.scheduler.cluster import (
     MILLI, SERVICE_LABEL, SHARE_ANNOTATION, NodeState, parse_share, pod_cpu_memory)
-from trireme.scheduler.snapshot import BLOCKING_EFFECTS, Toleration, pod_gpu_request
+from trireme.scheduler.kube import BLOCKING_EFFECTS, Toleration, pod_gpu_request
 
 PRODUCTS_ANNOTATION = "serving.trireme.io/gpu-products"
 """Pod annotation listing the GPU products it accepts, comma-separated."""

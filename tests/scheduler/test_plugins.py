@@ -10,7 +10,7 @@ from trireme.scheduler.plugins import (
     most_allocated, node_affinity_matches, node_selector_matches, node_usable, resources_fit, taints_tolerated,
     tightest_gpu)
 from trireme.scheduler.requests import NodeSelectorTerm, PodRequest, Requirement
-from trireme.scheduler.snapshot import Toleration
+from trireme.scheduler.kube import Toleration
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 

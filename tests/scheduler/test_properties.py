@@ -12,7 +12,7 @@ from trireme.scheduler.plan import Bind, Unschedulable, plan
 from trireme.scheduler.plugins import FILTERS, first_reason
 from trireme.scheduler.policies import POLICY_NAMES, make_policy
 from trireme.scheduler.requests import Gang, PodRequest
-from trireme.scheduler.snapshot import Toleration
+from trireme.scheduler.kube import Toleration
 
 PRODUCTS = ("A100", "T4")
 ISLANDS = {8: ([0, 1, 2, 3], [4, 5, 6, 7]), 4: ([0, 1], [2, 3])}
