@@ -38,7 +38,8 @@ __all__ = [
     "TRITON_HTTP_PORT", "TRITON_METRICS_PORT", "VERSION",
     "Bool", "ChangePerPeriod", "Int", "Number", "Percent", "Quantity", "Str", "atomic", "int_or_string",
     "map_list", "set_list",
-    "Affinity", "ApiModel", "Autoscaling", "Behavior", "Condition", "ConditionStatus", "ConditionType",
+    "Affinity", "ApiModel", "AutoscalerMetrics", "AutoscalerStatus", "Autoscaling", "Behavior", "Condition",
+    "ConditionStatus", "ConditionType",
     "DisruptionBudget", "EnvVar", "FieldProblem", "Gpus", "InferenceService", "InferenceServiceSpec",
     "InferenceServiceStatus", "InvalidInferenceService", "ModelRepository", "ObjectMeta", "Parallelism",
     "PodPlacement", "Policy", "Priority", "PullPolicy", "ReplicaPlacement", "ResourceAmounts", "Resources",
@@ -735,6 +736,45 @@ class ReplicaPlacement(ApiModel):
     """Whether Triton reports every model ready on every pod of the replica."""
 
 
+class AutoscalerMetrics(ApiModel):
+    """The metric values behind the autoscaler's latest decision (absent where they were not measured)."""
+
+    request_rate: Number | None = Field(None, ge=0)
+    """Requests per second arriving, over the rate window."""
+    forecast_request_rate: Number | None = Field(None, ge=0)
+    """Requests per second expected by the time a replica asked for now serves."""
+    queue_time_milliseconds: Number | None = Field(None, ge=0)
+    """Mean time a completed request waited in Triton's queue, over the rate window."""
+    compute_time_milliseconds: Number | None = Field(None, ge=0)
+    """Mean compute time of one request, learned from Triton's counters."""
+    pending_requests: Number | None = Field(None, ge=0)
+    """Requests waiting or running on all replicas."""
+    signal_value: Number | None = Field(None, ge=0)
+    """The autoscaling signal in its own unit (queueTime: milliseconds)."""
+    needed_replicas: Number | None = Field(None, ge=0)
+    """Replicas the load asks for, before windows, rate limits, bounds and GPU capacity."""
+
+
+class AutoscalerStatus(ApiModel):
+    """What the autoscaler decided last, and why."""
+
+    action: Str = Field(max_length=32)
+    """scale-up, scale-down, steady or hold (metrics not trusted: the count is never lowered)."""
+    reason: Str = Field(max_length=4096)
+    """Why, with the numbers it used."""
+    last_decision_time: datetime
+    """When the decision was made."""
+    last_scale_time: datetime | None = None
+    """When the autoscaler last changed desiredReplicas."""
+    capacity_limited_to: Int | None = Field(None, ge=0, le=MAX_INT32)
+    """Set when the load asks for more replicas than the free GPUs can place: the count that fits."""
+    draining: list[Annotated[Str, Field(max_length=253)]] = Field(default_factory=list, max_length=MAX_REPLICAS,
+                                                                   json_schema_extra=set_list())
+    """Pods taken out of the Service for a scale-down, deleted once Triton reports them idle."""
+    metrics: AutoscalerMetrics = AutoscalerMetrics()
+    """The metric values the decision used."""
+
+
 class InferenceServiceStatus(ApiModel):
     """The observed state, written by Trireme."""
 
@@ -757,6 +797,8 @@ class InferenceServiceStatus(ApiModel):
     selector: Str | None = Field(None, max_length=4096)
     """Label selector of the replica pods, in string form, for the scale subresource (HPA and KEDA read
     it)."""
+    autoscaler: AutoscalerStatus | None = None
+    """The autoscaler's latest decision, while autoscaling is enabled."""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         """The condition of that type, if reported."""

@@ -34,10 +34,13 @@ from kubernetes.client.exceptions import ApiException
 
 from trireme.operator import metrics as operator_metrics
 from trireme.operator.api import GROUP, PLURAL, TRITON_HTTP_PORT, VERSION, InferenceService, InvalidInferenceService
+from trireme.operator.autoscaling import Autoscaler
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
-from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, desired_pdb, desired_pods, desired_service,
-                                        invalid_status, pod_changes, pod_is_ready, selector_string, service_status)
+from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, desired_pdb, desired_pods,
+                                        desired_replica_count, desired_service, invalid_status, pod_changes,
+                                        pod_is_ready, pods_to_label_serving, replica_indices, selector_string,
+                                        service_status)
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.operator.settings import OperatorSettings
 
@@ -49,13 +52,14 @@ COMPONENT = "trireme"
 
 @dataclass(frozen=True)
 class Context:
-    """What a reconcile needs: settings, the API client, the scheduling loop and the metrics."""
+    """What a reconcile needs: settings, the API client, the scheduling loop, the metrics and the autoscaler."""
 
     settings: OperatorSettings
     api: client.ApiClient
     scheduling: SchedulingLoop
     metrics: OperatorMetrics
     identity: str = COMPONENT
+    autoscaler: Autoscaler | None = None
 
     @classmethod
     def create(cls, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics | None = None,
@@ -64,8 +68,12 @@ class Context:
         Events as this replica, named ``identity``."""
         metrics = metrics or OperatorMetrics()
         loop = SchedulingLoop(api, settings.scheduler_name, settings.namespaces, observe=metrics.scheduling_attempt)
-        context = cls(settings, api, loop, metrics, identity)
-        loop.record_event = lambda obj, kind, reason, message: record_event(context, obj, kind, reason, message)
+
+        def events(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+            record_event(context, obj, kind, reason, message)
+
+        context = cls(settings, api, loop, metrics, identity, Autoscaler(api, settings, loop.simulate, events))
+        loop.record_event = events
         return context
 
 
@@ -110,11 +118,18 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
         return "invalid"
     settings = context.settings
     core = client.CoreV1Api(context.api)
+    namespace, name = tis.metadata.namespace or "", tis.metadata.name or ""
+    autoscaled = tis.spec.autoscaling.enabled
+    report = context.autoscaler.report(namespace, name, tis.metadata.uid) if context.autoscaler and autoscaled \
+        else None
+    pods = _service_pods(core, namespace, name)
+    # pods get the label the Service selects on before the Service does (pods made by an older operator)
+    for pod_name in pods_to_label_serving(pods, autoscaled):
+        _label_serving(core, namespace, pod_name)
     _apply_service(context.api, desired_service(tis))
     _apply_pdb(context.api, desired_pdb(tis))
-    namespace, name = tis.metadata.namespace or "", tis.metadata.name or ""
-    pods = _service_pods(core, namespace, name)
-    changes = pod_changes(desired_pods(tis, settings.scheduler_name), pods)
+    wanted = report.desired_replicas if report is not None else desired_replica_count(tis)
+    changes = pod_changes(desired_pods(tis, settings.scheduler_name, replica_indices(pods, wanted, autoscaled)), pods)
     for pod in changes.create:
         _create_pod(core, namespace, pod)
     for pod_name in changes.delete:
@@ -125,7 +140,7 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
         pods = _service_pods(core, namespace, name)
     unschedulable = _known_unschedulable(pods)
     ready = models_ready(pods, [m.name for m in tis.spec.models], settings.triton_timeout_s)
-    status = service_status(tis, pods, ready, unschedulable, now)
+    status = service_status(tis, pods, ready, unschedulable, now, autoscaler=report)
     context.metrics.pending(namespace, name, _pending_replicas(pods))
     _report(context, body, status)
     return "ok"
@@ -177,7 +192,7 @@ def models_ready(pods: Iterable[Mapping[str, Any]], models: list[str], timeout_s
 def _known_status(status: Mapping[str, Any]) -> dict[str, Any]:
     """The status fields the models know (kopf may keep its own bookkeeping next to them)."""
     known = {"observedGeneration", "replicas", "readyReplicas", "desiredReplicas", "placements", "conditions",
-             "endpoint", "selector"}
+             "endpoint", "selector", "autoscaler"}
     return {k: v for k, v in status.items() if k in known}
 
 
@@ -239,6 +254,15 @@ def _apply_pdb(api: client.ApiClient, obj: dict[str, Any]) -> None:
 def _service_pods(core: client.CoreV1Api, namespace: str, service: str) -> list[dict[str, Any]]:
     response = core.list_namespaced_pod(namespace, label_selector=selector_string(service), _preload_content=False)
     return json.loads(response.data)["items"]
+
+
+def _label_serving(core: client.CoreV1Api, namespace: str, name: str) -> None:
+    try:
+        core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {SERVING_LABEL: "true"}}},
+                                  _content_type=MERGE, _preload_content=False)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 def _create_pod(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> None:
@@ -314,17 +338,30 @@ def resync_pass(context: Context, leadership: Leadership) -> int:
         return 0
     services = list_services(context)
     context.metrics.forget_services((s["metadata"].get("namespace", ""), s["metadata"]["name"]) for s in services)
+    if context.autoscaler is not None:
+        context.autoscaler.forget((s["metadata"].get("namespace", ""), s["metadata"]["name"]) for s in services)
     done = 0
     for listed in services:
+        obj = listed
         try:
             obj = _fresh(context, listed)  # the list may be a pass old: never act for a deleted service
             if obj is None or obj["metadata"].get("deletionTimestamp"):
                 continue
+            if context.autoscaler is not None:
+                _autoscale(context, obj)
             reconcile(context, obj)
             done += 1
         except Exception:  # one broken service must not starve the others; the next pass retries it
             log.exception("reconciling %s/%s failed", obj["metadata"].get("namespace"), obj["metadata"]["name"])
     return done
+
+
+def _autoscale(context: Context, obj: Mapping[str, Any]) -> None:
+    """The autoscaler's step for one service; its failure is logged and the reconcile still runs."""
+    try:
+        context.autoscaler.step(obj)  # type: ignore[union-attr]
+    except Exception:  # the API server or Prometheus away for a moment: the next pass retries
+        log.exception("autoscaling %s/%s failed", obj["metadata"].get("namespace"), obj["metadata"]["name"])
 
 
 def _fresh(context: Context, listed: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -174,15 +174,19 @@ Query = Callable[[str, float], list[dict[str, Any]]]
 def prometheus_query(settings: PrometheusSettings) -> Query:
     """A ``Query`` over HTTP with prometheus-api-client, authenticated and verified as ``settings`` say."""
     from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
 
     verify: bool | str = not settings.insecure_skip_tls_verify and (settings.ca_file or True)
+    # No retries: the client's default retries a 5xx three times with back-off, which turns one query to a
+    # Prometheus that answers 503 into several seconds; the next control cycle is the retry.
+    no_retry = Retry(total=0, raise_on_status=False)
 
     def run(promql: str, at: float) -> list[dict[str, Any]]:
         headers = {}
         if settings.bearer_token_file:
             headers["Authorization"] = "Bearer " + Path(settings.bearer_token_file).read_text().strip()
         connection = PrometheusConnect(settings.url, headers=headers, disable_ssl=not verify,
-                                       timeout=settings.timeout_s)
+                                       timeout=settings.timeout_s, retry=no_retry)
         if isinstance(verify, str):
             connection._session.verify = verify
         try:

@@ -23,6 +23,11 @@ MANAGED_BY = "trireme"
 SERVICE_LABEL = "serving.trireme.io/service"
 REPLICA_LABEL = "serving.trireme.io/replica"
 STAGE_LABEL = "serving.trireme.io/stage"
+SERVING_LABEL = "serving.trireme.io/serving"
+"""Pod label the Service selects on ("true"): the autoscaler sets it to "false" to take a replica out of
+the Service before deleting it, so no new request reaches a replica about to go."""
+DRAINING_ANNOTATION = "serving.trireme.io/draining-since"
+"""Pod annotation: when the autoscaler took the replica out of the Service (RFC 3339)."""
 PRODUCTS_ANNOTATION = "serving.trireme.io/gpu-products"
 """Pod annotation listing the GPU products the pod accepts ("A,B"); absent means any."""
 SHARE_ANNOTATION = "serving.trireme.io/gpu-share"
@@ -157,7 +162,8 @@ def replica_pods(tis: InferenceService, replica: int, scheduler_name: str) -> li
         pod_spec["priorityClassName"] = spec.priority.class_name
     pods = []
     for stage in range(stages):
-        labels = {REPLICA_LABEL: str(replica)} | ({STAGE_LABEL: str(stage)} if stages > 1 else {})
+        labels = ({REPLICA_LABEL: str(replica), SERVING_LABEL: "true"}
+                  | ({STAGE_LABEL: str(stage)} if stages > 1 else {}))
         metadata = _metadata(tis, pod_name(tis.metadata.name or "", replica, stage, stages), labels)
         if annotations:
             metadata["annotations"] = dict(annotations)
@@ -165,9 +171,71 @@ def replica_pods(tis: InferenceService, replica: int, scheduler_name: str) -> li
     return pods
 
 
-def desired_pods(tis: InferenceService, scheduler_name: str) -> list[dict[str, Any]]:
-    """Every pod of every replica, replicas 0 .. spec.replicas-1."""
-    return [pod for replica in range(tis.spec.replicas) for pod in replica_pods(tis, replica, scheduler_name)]
+def desired_pods(tis: InferenceService, scheduler_name: str,
+                 replicas: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Every pod of every replica in ``replicas`` (by default 0 .. spec.replicas-1)."""
+    indices = range(tis.spec.replicas) if replicas is None else sorted(set(replicas))
+    return [pod for replica in indices for pod in replica_pods(tis, replica, scheduler_name)]
+
+
+def desired_replica_count(tis: InferenceService) -> int:
+    """Replicas wanted now: spec.replicas, or with autoscaling the autoscaler's count from status.
+
+    Until the autoscaler has decided (a new service, or an operator that just started), the count is
+    spec.replicas within the autoscaler's bounds, or the count already reported, whichever is known.
+    """
+    autoscaling = tis.spec.autoscaling
+    if not autoscaling.enabled:
+        return tis.spec.replicas
+    status = tis.status
+    wanted = status.desired_replicas if status is not None and status.autoscaler is not None else tis.spec.replicas
+    return max(autoscaling.min_replicas, min(autoscaling.max_replicas or wanted, wanted))
+
+
+def is_draining(pod: Mapping[str, Any]) -> bool:
+    """Whether the autoscaler took the pod out of the Service to remove it."""
+    return (pod["metadata"].get("labels") or {}).get(SERVING_LABEL) == "false"
+
+
+def replica_indices(pods: Iterable[Mapping[str, Any]], wanted: int, autoscaled: bool) -> list[int]:
+    """The replica indices to keep or create so that ``wanted`` replicas serve.
+
+    Pod names are stable, so a replica removed from the middle leaves a gap: the indices come from the
+    live replicas rather than 0 .. wanted-1, and new replicas take the lowest free indices. With
+    autoscaling, replicas are removed only by the autoscaler's drain, so every live replica is kept
+    (draining ones too, until the drain deletes them) and replicas that serve are added up to
+    ``wanted``. Without it, the lowest ``wanted`` live replicas are kept and the rest are surplus.
+    """
+    live: dict[int, bool] = {}
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        index = _replica_index(pod)
+        if index >= 0:
+            live[index] = live.get(index, False) or (autoscaled and is_draining(pod))
+    if autoscaled:
+        keep = set(live)
+        serving = sum(1 for draining in live.values() if not draining)
+    else:
+        keep = set(sorted(live)[:wanted])
+        serving = len(keep)
+    free = (i for i in range(len(live) + wanted + 1) if i not in live)
+    for _ in range(max(0, wanted - serving)):
+        keep.add(next(free))
+    return sorted(keep)
+
+
+def pods_to_label_serving(pods: Iterable[Mapping[str, Any]], autoscaled: bool) -> list[str]:
+    """Live pods that must carry ``SERVING_LABEL=true`` and do not: pods made before the label existed,
+    and, once autoscaling is off, pods a drain had taken out of the Service (nothing deletes them now)."""
+    found = []
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        label = (pod["metadata"].get("labels") or {}).get(SERVING_LABEL)
+        if label != "true" and not (autoscaled and label == "false"):
+            found.append(pod["metadata"]["name"])
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -204,9 +272,10 @@ def _replica_index(pod: Mapping[str, Any]) -> int:
 
 
 def desired_service(tis: InferenceService) -> dict[str, Any]:
-    """The Service in front of the replicas (ClusterIP; only ready pods get traffic)."""
+    """The Service in front of the replicas (ClusterIP; only ready pods get traffic, and no draining one)."""
+    selector = {**selector_labels(tis.metadata.name or ""), SERVING_LABEL: "true"}
     return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(tis, tis.metadata.name or ""),
-            "spec": {"type": "ClusterIP", "selector": selector_labels(tis.metadata.name or ""),
+            "spec": {"type": "ClusterIP", "selector": selector,
                      "ports": [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
                                for name, port in (("http", TRITON_HTTP_PORT), ("grpc", TRITON_GRPC_PORT),
                                                   ("metrics", TRITON_METRICS_PORT))]}}
@@ -263,6 +332,21 @@ class MetricsObservation:
     message: str
 
 
+@dataclass(frozen=True)
+class AutoscalerReport:
+    """What the autoscaler contributes to a service's status: its count, why, and what it found.
+
+    ``capacity`` is set when the load asks for more replicas than the free GPUs can place; it says what
+    is missing and turns Scheduled False instead of leaving pods Pending.
+    """
+
+    desired_replicas: int
+    status: Mapping[str, Any]
+    """The ``status.autoscaler`` block (API field names)."""
+    metrics: MetricsObservation | None = None
+    capacity: str | None = None
+
+
 def crash_looping(pods: Iterable[Mapping[str, Any]]) -> list[str]:
     """``pod/container`` of every container that waits to restart after failing again and again."""
     found = []
@@ -275,7 +359,8 @@ def crash_looping(pods: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def degraded_condition(tis: InferenceService, pods: Sequence[Mapping[str, Any]], models_ready: set[str],
-                       ready_replicas: int, previous: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
+                       ready_replicas: int, previous: Sequence[Mapping[str, Any]], now: datetime,
+                       desired: int | None = None) -> dict[str, Any]:
     """Degraded: the service serves less than it did, or a replica keeps failing.
 
     True when a container crash-loops; when Triton answers on a Ready pod but reports a model not
@@ -284,7 +369,7 @@ def degraded_condition(tis: InferenceService, pods: Sequence[Mapping[str, Any]],
     coming up, or scaling up, is Progressing, not Degraded.
     """
     generation = tis.metadata.generation
-    desired = tis.spec.replicas
+    desired = desired_replica_count(tis) if desired is None else desired
     loops = crash_looping(pods)
     if loops:
         return condition(ConditionType.DEGRADED, True, "CrashLoopBackOff",
@@ -327,13 +412,17 @@ def metrics_condition(tis: InferenceService, observation: MetricsObservation | N
 
 def service_status(tis: InferenceService, pods: Iterable[Mapping[str, Any]], models_ready: set[str],
                    unschedulable: Mapping[str, str], now: datetime,
-                   metrics: MetricsObservation | None = None) -> dict[str, Any]:
+                   metrics: MetricsObservation | None = None,
+                   autoscaler: AutoscalerReport | None = None) -> dict[str, Any]:
     """The status to report.
 
     ``pods`` are the service's existing pods; ``models_ready`` names the pods on which Triton reports
     every model ready; ``unschedulable`` maps pending pod names to why they fit nowhere; ``metrics`` is
-    the autoscaler's last reading, if any.
+    the autoscaler's last reading, if any, and ``autoscaler`` its latest decision (which overrides
+    ``metrics`` and the count in the object's status).
     """
+    if autoscaler is not None and tis.spec.autoscaling.enabled:
+        metrics = autoscaler.metrics
     name, namespace, generation = tis.metadata.name or "", tis.metadata.namespace or "", tis.metadata.generation
     previous = (tis.status.model_dump(by_alias=True, mode="json")["conditions"] if tis.status else [])
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -348,31 +437,43 @@ def service_status(tis: InferenceService, pods: Iterable[Mapping[str, Any]], mod
                                                for p in members)
         ready_replicas += ready
         placements.append({"replica": replica, "ready": ready, "pods": [_pod_placement(p) for p in members]})
-    desired = tis.spec.replicas
+    desired = (autoscaler.desired_replicas if autoscaler is not None and tis.spec.autoscaling.enabled
+               else desired_replica_count(tis))
+    serving = [p for p in live if not (tis.spec.autoscaling.enabled and is_draining(p))]
     pending = [p["metadata"]["name"] for p in live if not (p.get("spec") or {}).get("nodeName")]
     stuck = [f"{pod}: {unschedulable[pod]}" for pod in pending if pod in unschedulable]
     if stuck:
         scheduled = condition(ConditionType.SCHEDULED, False, "Unschedulable", "; ".join(stuck), generation,
                               previous, now)
-    elif pending or len(live) < desired * stages:
+    elif pending or len(serving) < desired * stages:
         scheduled = condition(ConditionType.SCHEDULED, False, "Pending",
-                              f"{len(pending) + max(0, desired * stages - len(live))} pods waiting for placement",
+                              f"{len(pending) + max(0, desired * stages - len(serving))} pods waiting for placement",
                               generation, previous, now)
+    elif autoscaler is not None and autoscaler.capacity and tis.spec.autoscaling.enabled:
+        scheduled = condition(ConditionType.SCHEDULED, False, "InsufficientGPUs", autoscaler.capacity, generation,
+                              previous, now)
     else:
         scheduled = condition(ConditionType.SCHEDULED, True, "AllPodsPlaced", f"{len(live)} pods placed on GPUs",
                               generation, previous, now)
-    all_ready = ready_replicas >= desired and len(placements) == desired
+    all_ready = ready_replicas >= desired and len(placements) >= desired
     ready_condition = condition(ConditionType.READY, all_ready, "AllReplicasReady" if all_ready else "ReplicasNotReady",
                                 f"{ready_replicas} of {desired} replicas ready", generation, previous, now)
     progressing = condition(ConditionType.PROGRESSING, not all_ready, "Reconciling" if not all_ready else "Stable",
                             f"moving to {desired} ready replicas" if not all_ready else "no change under way",
                             generation, previous, now)
-    degraded = degraded_condition(tis, live, models_ready, ready_replicas, previous, now)
-    return {"observedGeneration": generation, "replicas": len(placements), "readyReplicas": ready_replicas,
-            "desiredReplicas": desired, "placements": placements,
-            "conditions": [ready_condition, scheduled, progressing, degraded,
-                           metrics_condition(tis, metrics, previous, now)],
-            "endpoint": endpoint(name, namespace), "selector": selector_string(name)}
+    degraded = degraded_condition(tis, live, models_ready, ready_replicas, previous, now, desired)
+    status = {"observedGeneration": generation, "replicas": len(placements), "readyReplicas": ready_replicas,
+              "desiredReplicas": desired, "placements": placements,
+              "conditions": [ready_condition, scheduled, progressing, degraded,
+                             metrics_condition(tis, metrics, previous, now)],
+              "endpoint": endpoint(name, namespace), "selector": selector_string(name)}
+    if tis.spec.autoscaling.enabled:
+        status["autoscaler"] = dict(autoscaler.status) if autoscaler is not None else (
+            tis.status.autoscaler.model_dump(by_alias=True, mode="json", exclude_none=True)
+            if tis.status and tis.status.autoscaler else None)
+    elif tis.status is not None and tis.status.autoscaler is not None:
+        status["autoscaler"] = None  # autoscaling turned off: the old decision no longer applies
+    return status
 
 
 def invalid_status(message: str, generation: int | None, previous: Iterable[Mapping[str, Any]],

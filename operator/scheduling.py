@@ -102,6 +102,18 @@ class SchedulingLoop:
             finally:
                 self._finished = self._started
 
+    def simulate(self, extra: list[dict[str, Any]]) -> dict[str, Decision]:
+        """What a cycle would decide for ``extra``, pods not created yet, on the cluster as it is now (by
+        ``namespace/name``): Bind, Preempt (room made by evicting lower priorities) or Unschedulable with
+        what is missing. Nothing is written; the autoscaler asks this before adding replicas."""
+        if not extra:
+            return {}
+        pods = self._list_pods()
+        nodes = _items(self.core.list_node(_preload_content=False))
+        namespaces = {p["metadata"]["namespace"] for p in [*pods, *extra] if _service_name(p)}
+        return decide(nodes, [*pods, *extra], list(extra), self._list_services(namespaces),
+                      self._disruption_budgets(namespaces))
+
     # -- one cycle -------------------------------------------------------------------------------------
 
     def _cycle(self) -> list[PodOutcome]:
@@ -292,7 +304,7 @@ def _entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]
     first = group[0]
     spec = (services.get(_service_key(first)) or {}).get("spec") or {}
     scheduling = spec.get("scheduling") or {}
-    tensor_parallel = int((spec.get("parallelism") or {}).get("tensorParallel") or 1) > 1
+    tensor_parallel = int((spec.get("parallelism") or {}).get("tensorParallel") or 1)  # GPUs of one group
     spread = bool((scheduling.get("affinity") or {}).get("podAntiAffinity"))
     requests = tuple(replace(request_from_pod(p, spread=spread, tensor_parallel=tensor_parallel),
                              priority=_priority(p, services)) for p in group)

@@ -27,6 +27,33 @@ class OperatorSettings:
     prometheus_url: str = "http://prometheus:9090"
     """Where Triton's metrics are read from (the autoscaler and rebalancer use it); the in-cluster
     name of a kube-prometheus install."""
+    prometheus_token_file: str = ""
+    """File holding a bearer token sent with every Prometheus query (a projected ServiceAccount token when
+    Prometheus sits behind kube-rbac-proxy); empty sends none. Read at each query, so rotation works."""
+    prometheus_ca_file: str = ""
+    """CA bundle that signs Prometheus' TLS certificate; empty trusts the system's CAs."""
+    prometheus_timeout_s: float = 5.0
+    """Timeout of one Prometheus query: long enough for a loaded Prometheus, short enough that a hung one
+    cannot stall the resync pass for long (a reading is several queries)."""
+    prometheus_namespace_label: str = "namespace"
+    """Label carrying a series' pod namespace: ``namespace`` with kube-prometheus PodMonitors and
+    ServiceMonitors and with the local cluster; change it when relabelling names it otherwise."""
+    prometheus_pod_label: str = "pod"
+    """Label carrying a series' pod name: ``pod`` with kube-prometheus and the local cluster."""
+    autoscale_interval_s: float = 5.0
+    """How often the autoscaler reads each autoscaled service's load and decides. Five seconds: a
+    Prometheus scrape interval or less, so every decision sees new data without querying Prometheus on
+    every resync pass."""
+    metrics_unavailable_after_s: float = 30.0
+    """How long metrics may be missing or untrusted before MetricsAvailable turns False with an Event.
+    Replicas are held (never lowered) from the first bad reading; the delay only keeps one missed scrape
+    or a freshly started replica not yet scraped from being reported as an outage."""
+    drain_grace_s: float = 5.0
+    """A replica taken out of the Service for a scale-down is deleted no sooner than this: the time
+    kube-proxy, load balancers and client-side balancers need to stop sending it new requests."""
+    drain_timeout_s: float = 60.0
+    """A draining replica is deleted after this long even if Triton still reports requests in flight (or
+    cannot be asked): longer than any sane request, short enough that a stuck replica does not hold GPUs."""
     reconcile_interval_s: float = 2.0
     """How often the resync pass reconciles every InferenceService even without a change: picks up pod
     readiness, binds pods that became placeable, and repairs drift. Two seconds keeps user-visible
@@ -111,6 +138,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve InferenceServices in this namespace (repeatable; default: all)")
     parser.add_argument("--scheduler-name", dest="scheduler_name", help="schedulerName of the pods (default trireme)")
     parser.add_argument("--prometheus-url", dest="prometheus_url", help="Prometheus base URL")
+    parser.add_argument("--prometheus-token-file", dest="prometheus_token_file",
+                        help="file with a bearer token for Prometheus (default: none)")
+    parser.add_argument("--prometheus-ca-file", dest="prometheus_ca_file", help="CA bundle of Prometheus' TLS")
+    parser.add_argument("--prometheus-timeout", dest="prometheus_timeout_s", type=float,
+                        help="seconds one Prometheus query may take (default 5)")
+    parser.add_argument("--prometheus-namespace-label", dest="prometheus_namespace_label",
+                        help="label naming a series' namespace (default namespace)")
+    parser.add_argument("--prometheus-pod-label", dest="prometheus_pod_label",
+                        help="label naming a series' pod (default pod)")
+    parser.add_argument("--autoscale-interval", dest="autoscale_interval_s", type=float,
+                        help="seconds between autoscaling decisions (default 5)")
+    parser.add_argument("--metrics-unavailable-after", dest="metrics_unavailable_after_s", type=float,
+                        help="seconds of missing metrics before MetricsAvailable=False (default 30)")
+    parser.add_argument("--drain-grace", dest="drain_grace_s", type=float,
+                        help="least seconds a replica is out of the Service before deletion (default 5)")
+    parser.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
+                        help="most seconds a replica drains before deletion (default 60)")
     parser.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float,
                         help="seconds between periodic reconciles (default 2)")
     parser.add_argument("--metrics-port", dest="metrics_port", type=int, help="port of /metrics (0: off)")

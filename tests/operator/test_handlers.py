@@ -12,6 +12,7 @@ looptime's fake clock, so its intervals cost no real time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import threading
@@ -27,7 +28,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from trireme.operator.api import InferenceService
-from trireme.operator.handlers import Context, reconcile, resync, resync_pass
+from trireme.operator.handlers import Context, reconcile, record_event, resync, resync_pass
 from trireme.operator.leadership import Leadership
 from trireme.operator.metrics import Health, OperatorMetrics
 from trireme.operator.reconcile import desired_pdb, desired_service
@@ -397,3 +398,51 @@ async def test_kopf_runs_the_handlers_and_adds_no_finalizer(cluster: ClusterEmul
     writes = [r for r in cluster[TIS] if r.method != kmock.method.GET]
     assert writes and not any((r.data or {}).get("metadata", {}).get("finalizers") for r in writes)
     assert all(r.subresource == "status" or set(r.data) <= {"metadata"} for r in writes)  # never the spec
+
+
+# -- the autoscaler inside the resync pass --------------------------------------------------------------
+
+
+async def test_resync_scales_an_autoscaled_service_through_status_only(cluster: ClusterEmulator,
+                                                                      context: Context) -> None:
+    """The resync pass runs the autoscaler's step before the reconcile: the count it decides (capped at
+    the GPUs the scheduler can place) is written to status, pods are created for it, and the spec is
+    never touched."""
+    from trireme.operator.autoscaling import Autoscaler
+    from trireme.operator.loadmetrics import PrometheusSettings, queries
+
+    spec = {"replicas": 1, "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4,
+                                           "signal": "pendingRequests", "target": 1,
+                                           "behavior": {"scaleUp": {"maxChange": 4}}}}
+    ready = pod("svc-r0", "a", "0")
+    ready["metadata"]["labels"]["serving.trireme.io/serving"] = "true"
+    ready["status"] = {"podIP": "127.0.9.1", "conditions": [{"type": "Ready", "status": "True"}]}
+    seed(cluster, body(**spec), [ready], [node("a", 3)])
+    texts = queries(PrometheusSettings(), "ns", "svc")
+
+    def prometheus(promql: str, at: float) -> list[dict[str, Any]]:
+        name = next(n for n, text in texts.items() if text == promql)
+        value = {"pending": "6", "age": "1"}.get(name, "0")
+        return [] if name == "gpu_utilization" else [{"metric": {"pod": "svc-r0"}, "value": [at, value]}]
+
+    clock = [1_700_000_000.0]
+    autoscaler = Autoscaler(context.api, context.settings, context.scheduling.simulate,
+                            lambda obj, kind, reason, message: record_event(context, obj, kind, reason, message),
+                            query=prometheus, clock=lambda: clock[0])
+    scaled = dataclasses.replace(context, autoscaler=autoscaler)
+    for _ in range(2):  # the first reading alone decides nothing
+        clock[0] += 5
+        assert await asyncio.to_thread(resync_pass, scaled, AlwaysActing()) == 1
+    # six requests waiting ask for four replicas (the maximum); the node's three GPUs place three
+    assert [r.data["metadata"]["name"] for r in requests(cluster, "post", PODS)] == ["svc-r1", "svc-r2"]
+    assert all(r.data["metadata"]["labels"]["serving.trireme.io/serving"] == "true"
+               for r in requests(cluster, "post", PODS))
+    status = stored(cluster)["status"]
+    assert status["desiredReplicas"] == 3 and stored(cluster)["spec"]["replicas"] == 1
+    assert status["autoscaler"]["action"] == "scale-up" and status["autoscaler"]["capacityLimitedTo"] == 3
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["MetricsAvailable"] == ("True", "MetricsRead")
+    events = posted_events(cluster)
+    assert ("Normal", "ScaledUp") in events and ("Warning", "InsufficientGPUs") in events
+    assert [(r.method, r.subresource) for r in cluster[TIS] if r.method != kmock.method.GET] == \
+        [(kmock.method.PATCH, "status")] * len(requests(cluster, "patch", TIS, "status"))

@@ -67,7 +67,7 @@ def test_replica_pod_is_complete() -> None:
     meta, spec = pod["metadata"], pod["spec"]
     assert meta["name"] == "svc-r0"
     assert meta["labels"] == {"app.kubernetes.io/managed-by": "trireme", "serving.trireme.io/service": "svc",
-                              "serving.trireme.io/replica": "0"}
+                              "serving.trireme.io/replica": "0", "serving.trireme.io/serving": "true"}
     assert meta["ownerReferences"] == [{"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
                                         "name": "svc", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}]
     assert meta["annotations"] == {"serving.trireme.io/gpu-products": "NVIDIA-A100-SXM4-80GB"}
@@ -129,7 +129,7 @@ def test_pod_changes(replicas: int, existing: list[dict[str, Any]], create: list
 def test_service_and_budget() -> None:
     service, budget = desired_service(tis()), desired_pdb(tis(disruptionBudget={"maxUnavailable": "25%"}))
     selector = {"app.kubernetes.io/managed-by": "trireme", "serving.trireme.io/service": "svc"}
-    assert service["spec"]["selector"] == selector
+    assert service["spec"]["selector"] == {**selector, "serving.trireme.io/serving": "true"}  # no draining replica
     assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("http", 8000), ("grpc", 8001),
                                                                          ("metrics", 8002)]
     assert budget["spec"] == {"maxUnavailable": "25%", "selector": {"matchLabels": selector}}

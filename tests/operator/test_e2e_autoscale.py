@@ -1,0 +1,228 @@
+"""The autoscaler end to end on the local cluster: real Triton replicas, the session's real
+Prometheus, ``trireme run`` in its own process and real inferences through tritonclient.
+
+One scenario, in the order a user would live it, so the replicas one phase starts serve the next:
+a step in load scales the service up (capped at the GPUs the cluster has, with Scheduled=False
+saying so, never a Pending pod) and the new replica serves; Prometheus goes away (a proxy in
+front of it starts answering 503, the way an outage looks to the operator) and the replicas are
+held with MetricsAvailable=False, then it recovers by itself; the load drops to a trickle and,
+after the short scale-down window, one replica is drained and removed without a failed request.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trireme.devcluster.prometheus import free_port
+from trireme.devcluster.testing import wait_for
+from trireme.loadgen import LoadGenerator
+
+ROOT = Path(__file__).resolve().parents[2]
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+pytestmark = pytest.mark.e2e
+
+DELAY_MS = 200
+"""Each request holds the model's one instance this long: one replica serves 5 requests per second."""
+
+
+class SwitchableProxy:
+    """An HTTP proxy to Prometheus that can be switched off (it then answers 503), so the operator sees
+    an outage while the session's Prometheus keeps running for everything else."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.up = True
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+                if not proxy.up:
+                    status, body = 503, b"Prometheus is down"
+                else:
+                    try:
+                        with urllib.request.urlopen(proxy.upstream + self.path, timeout=10) as answer:
+                            status, body = answer.status, answer.read()
+                    except urllib.error.HTTPError as exc:
+                        status, body = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus-proxy", daemon=True)
+
+    def __enter__(self) -> SwitchableProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", *args, "-o", "json").stdout)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+
+
+@pytest.fixture
+def prometheus(background_cluster: Any) -> Iterator[SwitchableProxy]:
+    url = background_cluster.cluster.prometheus_url
+    if not url or os.environ.get("TRIREME_E2E_KUBECONFIG"):
+        pytest.skip("needs the local cluster's Prometheus")
+    with SwitchableProxy(url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"as-{uuid.uuid4().hex[:8]}"
+    kubectl("apply", "-f", str(ROOT / "crds"))
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+        # the GPUs are the session's: the next test must find them free
+        wait_for(lambda: not get_json(kubectl, "pods", "-n", name).get("items"), timeout=30, interval=0.3,
+                 what="the autoscaled pods to be gone")
+
+
+@pytest.fixture
+def operator(kubeconfig: Path, namespace: str, prometheus: SwitchableProxy, tmp_path: Path,
+             request: pytest.FixtureRequest) -> Iterator[Path]:
+    """``trireme run`` with short intervals, reading Prometheus through the proxy; its log on failure."""
+    log_path = tmp_path / "operator.log"
+    args = [str(Path(sys.executable).parent / "trireme"), "run", "--namespace", namespace,
+            "--reconcile-interval", "0.5", "--prometheus-url", prometheus.url, "--autoscale-interval", "1",
+            "--metrics-unavailable-after", "3", "--drain-grace", "2", "--drain-timeout", "30"]
+    failed_before = request.session.testsfailed
+    with log_path.open("w") as log:
+        process = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if request.session.testsfailed > failed_before:
+            print(log_path.read_text()[-8000:])
+
+
+def manifest(namespace: str, models: Path) -> str:
+    return json.dumps({
+        "apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
+        "metadata": {"name": "auto", "namespace": namespace},
+        "spec": {"models": [{"name": "simple"}], "modelRepository": {"uri": str(models)}, "replicas": 1,
+                 "gpus": {"count": 1},
+                 # three replicas asked for, two GPUs in the cluster: the third must never be a Pending pod
+                 "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "signal": "pendingRequests",
+                                 "target": 1,
+                                 "behavior": {"scaleUp": {"maxChange": 4},
+                                              "scaleDown": {"stabilizationWindowSeconds": 5, "periodSeconds": 1}}}}})
+
+
+@pytest.mark.timeout(150)
+def test_load_scales_up_outages_hold_and_scale_down_drains(kubectl: Kubectl, api_client: Any, namespace: str,
+                                                           operator: Path, prometheus: SwitchableProxy,
+                                                           tmp_path: Path) -> None:
+    from kubernetes import client
+
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "examples" / "models", models, ignore=shutil.ignore_patterns("__pycache__"))
+    config = models / "simple" / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "5"', f'string_value: "{DELAY_MS}"'))
+    kubectl("apply", "-f", "-", input=manifest(namespace, models))
+    core = client.CoreV1Api(api_client)
+
+    def tis() -> dict[str, Any]:
+        return get_json(kubectl, "tis", "-n", namespace, "auto")
+
+    def pods() -> list[dict[str, Any]]:
+        return json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
+
+    def endpoints() -> list[str]:
+        found = json.loads(core.read_namespaced_endpoints("auto", namespace, _preload_content=False).data)
+        return [f"{a['ip']}:8000" for s in found.get("subsets") or [] for a in s.get("addresses") or []]
+
+    def never_pending() -> None:
+        stuck = [p["metadata"]["name"] for p in pods() if not p["spec"].get("nodeName")]
+        assert not stuck, f"pods left Pending: {stuck}"
+
+    wait_for(lambda: tis().get("status", {}).get("readyReplicas") == 1, timeout=40, interval=0.3,
+             what="the first replica ready")
+    first_ip = wait_for(lambda: endpoints(), timeout=20, interval=0.3, what="an endpoint")[0]
+    load = LoadGenerator(endpoints, rate=12.0, timeout_s=20.0)
+    load.start()
+    try:
+        # -- a step in load: more replicas, capped at the two GPUs, and the new one serves -------------------
+        def scaled_up() -> dict[str, Any] | None:
+            never_pending()
+            found = tis()
+            return found if found["status"].get("readyReplicas") == 2 else None
+
+        found = wait_for(scaled_up, timeout=40, interval=0.5, what="a second ready replica")
+        assert found["spec"]["replicas"] == 1  # the decision lives in status, never in the spec
+        assert found["status"]["desiredReplicas"] == 2
+        scheduled = condition(found, "Scheduled")
+        assert (scheduled["status"], scheduled["reason"]) == ("False", "InsufficientGPUs"), scheduled
+        assert "the free GPUs place 2" in scheduled["message"]
+        assert condition(found, "MetricsAvailable")["status"] == "True"
+        wait_for(lambda: any(ip != first_ip and count > 0 for ip, count in load.snapshot().by_endpoint.items()),
+                 timeout=20, interval=0.3, what="the new replica serving inferences")
+        assert "unchanged" in kubectl("apply", "-f", "-", input=manifest(namespace, models)).stdout
+
+        # -- Prometheus goes away: held, MetricsAvailable=False; it comes back: True ---------------------------
+        prometheus.up = False
+        unavailable = wait_for(lambda: (t := tis()) and condition(t, "MetricsAvailable").get("status") == "False"
+                               and t, timeout=20, interval=0.3, what=f"MetricsAvailable=False {tis()['status']}")
+        assert condition(unavailable, "MetricsAvailable")["reason"] == "MetricsUnavailable"
+        assert unavailable["status"]["desiredReplicas"] == 2 and unavailable["status"]["autoscaler"]["action"] == "hold"
+        assert len([p for p in pods() if not p["metadata"].get("deletionTimestamp")]) == 2
+        prometheus.up = True
+        wait_for(lambda: condition(tis(), "MetricsAvailable").get("status") == "True", timeout=20, interval=0.3,
+                 what="MetricsAvailable=True again")
+
+        # -- the load drops to a trickle: after the window, one replica drains and goes ----------------------
+        before = load.snapshot()
+        load.rate = 1.0
+        wait_for(lambda: tis()["status"].get("desiredReplicas") == 1, timeout=40, interval=0.3,
+                 what="the autoscaler deciding on one replica")
+        wait_for(lambda: len(pods()) == 1, timeout=40, interval=0.3, what="the drained replica deleted")
+        wait_for(lambda: load.snapshot().succeeded >= before.succeeded + 3, timeout=20, interval=0.3,
+                 what="inferences served after the scale-down")
+    finally:
+        load.stop()
+    after = load.snapshot()
+    assert after.failed == 0 and after.retried == 0, after.last_error
+    reasons = [e["reason"] for e in get_json(kubectl, "events", "-n", namespace)["items"]
+               if e["involvedObject"].get("name") == "auto"]
+    for reason in ("ScaledUp", "InsufficientGPUs", "MetricsUnavailable", "MetricsAvailable", "ScaledDown", "Drained"):
+        assert reason in reasons, reasons
