@@ -81,8 +81,9 @@ def test_triton_pod_lifecycle(triton_pod: tuple[str, str], kubectl: Callable[...
     result = client.infer("simple", inputs)
     assert np.allclose(result.as_numpy("OUTPUT0"), a + b)
 
-    # kubectl logs shows Triton's own output
-    assert "Started HTTPService" in kubectl("logs", name, "-n", ns).stdout
+    # kubectl logs shows Triton's own output (Triton flushes its log lines a little after the fact)
+    wait_for(lambda: "Started HTTPService" in kubectl("logs", name, "-n", ns).stdout, timeout=30, interval=0.3,
+             what="Triton's start-up lines in kubectl logs")
 
     # Prometheus scrapes it, labelled like Kubernetes service discovery
     prometheus_url = background_cluster.cluster.prometheus_url
