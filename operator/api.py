@@ -467,7 +467,8 @@ class Parallelism(ApiModel):
 
     tensor_parallel: Int = Field(1, ge=1, le=64)
     """Tensor-parallel degree: the GPUs that hold one shard group of the model and work on every
-    request together. They are placed on one node, on one NVLink island when one is free."""
+    request together. They are placed on one node and, on a node that declares NVLink islands
+    (annotation trireme.io/nvlink-islands), inside one island: a group never spans a slower link."""
     pipeline_parallel: Int = Field(1, ge=1, le=64)
     """Pipeline-parallel degree: pods per replica, one per pipeline stage, possibly on different nodes.
     The pods of a replica are placed all together or not at all."""
