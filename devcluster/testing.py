@@ -1,4 +1,5 @@
-"""Helpers for tests that drive a cluster: bounded waiting on conditions.
+"""Helpers for tests that drive a cluster: bounded waiting on conditions, the operator
+as its own process, and the Triton processes left running.
 
 End-to-end tests wait for the cluster to converge, never for a fixed time: a
 condition is polled until it holds or a deadline passes, so tests are as fast
@@ -7,9 +8,14 @@ as the cluster allows and still pass on a loaded two-core machine.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -44,3 +50,79 @@ def installed_tool(name: str) -> str | None:
     """Path of a command-line tool (kubectl, helm, hadolint), preferring the one in this
     Python's virtualenv, where ``scripts/install-tools.sh`` puts them."""
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on the loopback address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def tritonserver_pids(models: Path) -> list[int]:
+    """Process ids of the ``tritonserver`` processes serving the model repository ``models``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "tritonserver" in cmdline and str(models) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+class OperatorProcess:
+    """``trireme run`` as its own process, watching ``namespace`` (the whole cluster when empty), with
+    its log in ``work`` and its metrics and probes on free ports; ``extra`` flags are appended."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, work: Path, *extra: str, name: str = "operator") -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.args = [str(Path(sys.executable).parent / "trireme"), "run", "--reconcile-interval", "0.5",
+                     "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port), *extra]
+        if namespace:
+            self.args[2:2] = ["--namespace", namespace]
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.work = work
+        self.log_path = work / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(self.args, cwd=self.work, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s; returns once the process is gone."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET ``path`` from the operator's metrics (/metrics) or health port (/healthz, /readyz)."""
+        port = self.metrics_port if path == "/metrics" else self.health_port
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample line of /metrics (``name{labels}``), 0 when absent."""
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 from trireme.devcluster.prometheus import free_port
-from trireme.devcluster.testing import wait_for
+from trireme.devcluster.testing import OperatorProcess, wait_for
 from trireme.loadgen import LoadGenerator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,25 +114,17 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
 def operator(kubeconfig: Path, namespace: str, prometheus: SwitchableProxy, tmp_path: Path,
              request: pytest.FixtureRequest) -> Iterator[Path]:
     """``trireme run`` with short intervals, reading Prometheus through the proxy; its log on failure."""
-    log_path = tmp_path / "operator.log"
-    args = [str(Path(sys.executable).parent / "trireme"), "run", "--namespace", namespace,
-            "--reconcile-interval", "0.5", "--prometheus-url", prometheus.url, "--autoscale-interval", "1",
-            "--metrics-unavailable-after", "3", "--drain-grace", "2", "--drain-timeout", "30"]
+    operator = OperatorProcess(kubeconfig, namespace, tmp_path, "--prometheus-url", prometheus.url,
+                               "--autoscale-interval", "1", "--metrics-unavailable-after", "3", "--drain-grace", "2",
+                               "--drain-timeout", "30")
     failed_before = request.session.testsfailed
-    with log_path.open("w") as log:
-        process = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-                                   stdout=log, stderr=subprocess.STDOUT)
+    operator.start()
     try:
-        yield log_path
+        yield operator.log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        operator.stop()
         if request.session.testsfailed > failed_before:
-            print(log_path.read_text()[-8000:])
+            print(operator.log()[-8000:])
 
 
 def manifest(namespace: str, models: Path) -> str:

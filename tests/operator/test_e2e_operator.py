@@ -5,13 +5,8 @@ through the Service's endpoints, scaling, deletion, and a replica that fits nowh
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from trireme.devcluster.testing import wait_for
+from trireme.devcluster.testing import OperatorProcess, tritonserver_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -37,64 +32,6 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class OperatorProcess:
-    """``trireme run`` watching one namespace, as its own process, with its log in a file and its
-    metrics and probes on free ports."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, work: Path, *extra: str, name: str = "operator") -> None:
-        self.metrics_port, self.health_port = free_port(), free_port()
-        self.args = [str(Path(sys.executable).parent / "trireme"), "run", "--namespace", namespace,
-                     "--reconcile-interval", "0.5", "--metrics-port", str(self.metrics_port),
-                     "--health-port", str(self.health_port), *extra]
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        self.work = work
-        self.log_path = work / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(self.args, cwd=self.work, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def get(self, path: str) -> tuple[int, str]:
-        """GET ``path`` from the operator's metrics (/metrics) or health port (/healthz, /readyz)."""
-        port = self.metrics_port if path == "/metrics" else self.health_port
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
-    def metric(self, sample: str) -> float:
-        """The value of one sample line of /metrics (``name{labels}``), 0 when absent."""
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(sample + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
 
 
 @pytest.fixture(scope="module")
@@ -142,21 +79,6 @@ def events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
     """Events about the InferenceService ``name``."""
     return [e for e in get_json(kubectl, "events", "-n", namespace)["items"]
             if e["involvedObject"].get("kind") == "InferenceService" and e["involvedObject"].get("name") == name]
-
-
-def tritonservers_serving(models: Path) -> list[int]:
-    """Process ids whose command line names the model repository."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "tritonserver" in cmdline and str(models) in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def infer_sum(address: str) -> list[float]:
@@ -223,7 +145,7 @@ def test_apply_serve_scale_delete(kubectl: Kubectl, namespace: str, operator_pro
 
     kubectl("delete", "-n", namespace, "tis", "x")
     wait_for(lambda: not service_pods(kubectl, namespace, "x"), timeout=30, interval=0.3, what="pods of x gone")
-    wait_for(lambda: not tritonservers_serving(models), timeout=15, interval=0.2, what="tritonserver processes gone")
+    wait_for(lambda: not tritonserver_pids(models), timeout=15, interval=0.2, what="tritonserver processes gone")
 
 
 @pytest.mark.timeout(60)
@@ -331,7 +253,7 @@ def test_a_service_that_lived_through_a_restart_is_deleted_promptly(
         wait_for(lambda: kubectl("get", "-n", namespace, "tis", "z", check=False).returncode != 0, timeout=10,
                  interval=0.2, what="the InferenceService to be deleted")
         wait_for(lambda: not service_pods(kubectl, namespace, "z"), timeout=30, interval=0.3, what="pods of z gone")
-        wait_for(lambda: not tritonservers_serving(models), timeout=15, interval=0.2,
+        wait_for(lambda: not tritonserver_pids(models), timeout=15, interval=0.2,
                  what="tritonserver processes gone")
     finally:
         operator_process.start()

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -29,7 +28,7 @@ import yaml
 from trireme.devcluster.background import BackgroundCluster
 from trireme.devcluster.cluster import ClusterSettings
 from trireme.devcluster.kubelet import KubeletSettings
-from trireme.devcluster.testing import required_tool, wait_for
+from trireme.devcluster.testing import OperatorProcess, required_tool, tritonserver_pids, wait_for
 from trireme.operator.api import CRD_NAME
 
 pytestmark = pytest.mark.e2e
@@ -97,23 +96,14 @@ def operator(cluster: BackgroundCluster, kubectl: Kubectl, models: Path,
     kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
     wait_for(lambda: kubectl("get", "tis", "-A", check=False).returncode == 0, timeout=20, interval=0.2,
              what="InferenceServices in kubectl's discovery")
-    work = tmp_path_factory.mktemp("placement-operator")
-    log_path = work / "operator.log"
-    args = [str(Path(sys.executable).parent / "trireme"), "run", "--reconcile-interval", "0.5",
-            "--metrics-port", "0", "--health-port", "0"]
-    env = {**os.environ, "KUBECONFIG": str(cluster.cluster.kubeconfig_path)}
-    with log_path.open("a") as log:
-        process = subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    operator = OperatorProcess(cluster.cluster.kubeconfig_path, "", tmp_path_factory.mktemp("placement-operator"))
+    operator.start()
     try:
-        yield log_path
+        yield operator.log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        wait_for(lambda: not tritonservers(models), timeout=20, interval=0.2, what="no tritonserver left running")
+        operator.stop()
+        wait_for(lambda: not tritonserver_pids(models), timeout=20, interval=0.2,
+                 what="no tritonserver left running")
 
 
 @pytest.fixture
@@ -131,7 +121,7 @@ def namespace(kubectl: Kubectl, operator: Path, models: Path, request: pytest.Fi
         kubectl("delete", "namespace", name, "--wait=false")
         wait_for(lambda: not get(kubectl, "pods", "-A")["items"], timeout=40, interval=0.2,
                  what=f"the pods of namespace {name} gone")
-        wait_for(lambda: not tritonservers(models), timeout=20, interval=0.2, what="tritonserver processes gone")
+        wait_for(lambda: not tritonserver_pids(models), timeout=20, interval=0.2, what="tritonserver processes gone")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -227,20 +217,6 @@ def pod_scheduled(pod: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"), {})
 
 
-def tritonservers(models: Path) -> list[int]:
-    """Process ids of tritonserver processes serving ``models``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "tritonserver" in cmdline and str(models) in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
 # -- the tests -------------------------------------------------------------------------------------------
 
 
@@ -265,7 +241,7 @@ def test_a_tensor_parallel_replica_gets_one_nvlink_island(kubectl: Kubectl, name
 
     apply(kubectl, service("tp", namespace, models, gpus=4, tensor=4))
     obj = wait_for(lambda: ready(kubectl, namespace, "tp"), timeout=45, interval=0.3, what="tp Ready")
-    assert tritonservers(models), "tp is Ready, so its tritonserver runs"
+    assert tritonserver_pids(models), "tp is Ready, so its tritonserver runs"
     pod = pods_of(kubectl, namespace, "tp")[0]
     assert pod["metadata"]["name"] == "tp-r0" and pod["spec"]["nodeName"] == BIG
     gpus = gpus_of(pod)
