@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         "placement", help="replay the openb GPU trace with the FGD paper's protocol: unallocated GPUs per policy")
     bench_placement.add_arguments(placement)
     placement.set_defaults(func=bench_placement.main)
+    from trireme.benchmarks import rebalance as bench_rebalance
+
+    rebalance = bench_commands.add_parser(
+        "rebalance", help="the openb trace with churn near full: unallocated GPUs with and without the rebalancer")
+    bench_rebalance.add_arguments(rebalance)
+    rebalance.set_defaults(func=bench_rebalance.main)
     throughput = bench_commands.add_parser("throughput", help="placements per second of the planner on one core")
     bench_throughput.add_arguments(throughput)
     throughput.set_defaults(func=bench_throughput.main)
