@@ -537,11 +537,12 @@ class Affinity(ApiModel):
 class Scheduling(ApiModel):
     """Where replicas may go and how Trireme picks among the GPUs that fit."""
 
-    policy: Policy = Policy.TRIREME
+    policy: Policy | None = None
     """Placement policy. spread: least loaded nodes first; binpack: most loaded nodes first, keeping whole
     nodes free; bestfit: the GPUs whose free capacity matches the request most closely; fgd: least growth
     of GPU fragmentation (Weng et al., ATC '23); trireme: Trireme's own fragmentation-aware policy, which
-    also keeps NVLink islands whole for tensor-parallel replicas."""
+    also keeps NVLink islands whole for tensor-parallel replicas. Unset: the cluster's default, the
+    operator's --default-policy (trireme unless the administrator chose another)."""
     node_selector: dict[str, Annotated[Str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
         default_factory=dict, max_length=64)
     """Node labels a node must carry to host a replica, as in a pod's spec.nodeSelector."""

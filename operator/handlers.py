@@ -67,7 +67,8 @@ class Context:
         """A context whose scheduling loop reports every scheduling attempt to ``metrics`` and posts
         Events as this replica, named ``identity``."""
         metrics = metrics or OperatorMetrics()
-        loop = SchedulingLoop(api, settings.scheduler_name, settings.namespaces, observe=metrics.scheduling_attempt)
+        loop = SchedulingLoop(api, settings.scheduler_name, settings.namespaces, observe=metrics.scheduling_attempt,
+                              default_policy=settings.default_policy)
 
         def events(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
             record_event(context, obj, kind, reason, message)

@@ -73,7 +73,7 @@ class SchedulingLoop:
 
     def __init__(self, api: client.ApiClient, scheduler_name: str, namespaces: Iterable[str] = (),
                  record_event: EventSink | None = None, observe: AttemptObserver | None = None,
-                 writers: int = 8) -> None:
+                 writers: int = 8, default_policy: str = "trireme") -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.policy = client.PolicyV1Api(api)
@@ -82,6 +82,8 @@ class SchedulingLoop:
         self.record_event = record_event or (lambda *_: None)
         self.observe = observe or (lambda pod, result: None)
         self.writers = writers
+        self.default_policy = default_policy
+        """Policy of the services whose spec names none."""
         """Bindings and status writes in flight at once: decisions are made in order, but carrying them out
         is one request per pod, and requests overlap well."""
         self._lock = threading.Lock()
@@ -112,7 +114,7 @@ class SchedulingLoop:
         nodes = _items(self.core.list_node(_preload_content=False))
         namespaces = {p["metadata"]["namespace"] for p in [*pods, *extra] if _service_name(p)}
         return decide(nodes, [*pods, *extra], list(extra), self._list_services(namespaces),
-                      self._disruption_budgets(namespaces))
+                      self._disruption_budgets(namespaces), self.default_policy)
 
     # -- one cycle -------------------------------------------------------------------------------------
 
@@ -127,7 +129,7 @@ class SchedulingLoop:
         services = self._list_services(namespaces)
         budgets = self._disruption_budgets(namespaces)
         read = time.perf_counter()
-        decisions = decide(nodes, pods, pending, services, budgets)
+        decisions = decide(nodes, pods, pending, services, budgets, self.default_policy)
         decided = time.perf_counter()
         self._preempt([d for d in decisions.values() if isinstance(d, Preempt)], pods)
         work = [(pod, PodOutcome(pod["metadata"]["namespace"], pod["metadata"]["name"], _service_name(pod),
@@ -259,9 +261,11 @@ class SchedulingLoop:
 
 
 def decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: list[dict[str, Any]],
-           services: Mapping[str, Mapping[str, Any]], budgets: Mapping[str, int]) -> dict[str, Decision]:
+           services: Mapping[str, Mapping[str, Any]], budgets: Mapping[str, int],
+           default_policy: str = "trireme") -> dict[str, Decision]:
     """A decision for every pending pod (by ``namespace/name``): held back by dependsOn, or decided by
-    ``scheduler.cycle.schedule`` with its service's policy, priority and parallelism."""
+    ``scheduler.cycle.schedule`` with its service's policy (``default_policy`` when it names none),
+    priority and parallelism."""
     service_gates = gates({key: ServiceState(tuple(obj.get("spec", {}).get("dependsOn") or ()), _is_ready(obj))
                            for key, obj in services.items()})
     decisions: dict[str, Decision] = {}
@@ -277,7 +281,7 @@ def decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: lis
         node = (pod.get("spec") or {}).get("nodeName")
         if node and pod["metadata"].get("deletionTimestamp"):
             terminating[node] = terminating.get(node, 0) + 1
-    queue = [_entry(group, services) for group in _groups(free)]
+    queue = [_entry(group, services, default_policy) for group in _groups(free)]
     result = schedule(cluster_from_objects(nodes, pods), queue, _victims(pods, services), budgets, terminating)
     decisions.update(result.decisions)
     return decisions
@@ -299,7 +303,7 @@ def _gang_name(pod: Mapping[str, Any]) -> str:
     return f"{_service_key(pod)}-r{labels.get(REPLICA_LABEL, '')}"
 
 
-def _entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]]) -> Pending:
+def _entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]], default_policy: str) -> Pending:
     """The queue entry of one pod, or of a gang of pipeline stages."""
     first = group[0]
     spec = (services.get(_service_key(first)) or {}).get("spec") or {}
@@ -310,7 +314,7 @@ def _entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]
                              priority=_priority(p, services)) for p in group)
     age = min(p["metadata"].get("creationTimestamp") or "" for p in group)
     nominated = (first.get("status") or {}).get("nominatedNodeName") or ""
-    policy = scheduling.get("policy") or "trireme"
+    policy = scheduling.get("policy") or default_policy
     gang = _gang_name(first)
     return Pending(Gang(gang, requests) if gang else requests[0], policy, age, nominated)
 

@@ -24,6 +24,10 @@ class OperatorSettings:
     scheduler_name: str = "trireme"
     """The ``schedulerName`` of the pods the operator creates and binds. Pods with any other name are
     left to their own schedulers (but the GPUs they hold are still counted)."""
+    default_policy: str = "trireme"
+    """Placement policy of the InferenceServices that do not name one (spec.scheduling.policy): one of
+    spread, binpack, bestfit, fgd, trireme. Trireme's own policy by default: it leaves the fewest GPUs
+    stranded (docs/benchmarks.md)."""
     prometheus_url: str = "http://prometheus:9090"
     """Where Triton's metrics are read from (the autoscaler and rebalancer use it); the in-cluster
     name of a kube-prometheus install."""
@@ -137,6 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", dest="namespaces", action="append",
                         help="serve InferenceServices in this namespace (repeatable; default: all)")
     parser.add_argument("--scheduler-name", dest="scheduler_name", help="schedulerName of the pods (default trireme)")
+    parser.add_argument("--default-policy", dest="default_policy", choices=("spread", "binpack", "bestfit", "fgd",
+                                                                          "trireme"),
+                        help="placement policy of services that name none (default trireme)")
     parser.add_argument("--prometheus-url", dest="prometheus_url", help="Prometheus base URL")
     parser.add_argument("--prometheus-token-file", dest="prometheus_token_file",
                         help="file with a bearer token for Prometheus (default: none)")

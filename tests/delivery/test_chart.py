@@ -358,20 +358,20 @@ PORTS = ["--metrics-port=9090", "--health-port=8081"]
 
 
 @pytest.mark.parametrize("args, expected", [
-    pytest.param((), ["run", "--scheduler-name=trireme", *PORTS, "--log-level=info"], id="defaults"),
-    pytest.param(WATCHED, ["run", "--namespace=team-a", "--namespace=team-b", "--scheduler-name=trireme", *PORTS,
+    pytest.param((), ["run", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS, "--log-level=info"], id="defaults"),
+    pytest.param(WATCHED, ["run", "--namespace=team-a", "--namespace=team-b", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS,
                            "--log-level=info"], id="watched-namespaces"),
     pytest.param(("--set", "prometheusUrl=http://prometheus.monitoring:9090"),
-                 ["run", "--scheduler-name=trireme", "--prometheus-url=http://prometheus.monitoring:9090", *PORTS,
+                 ["run", "--scheduler-name=trireme", "--default-policy=trireme", "--prometheus-url=http://prometheus.monitoring:9090", *PORTS,
                   "--log-level=info"], id="prometheus-url"),
-    pytest.param(("--set", "schedulerName=gpu.example.com,logLevel=debug,metrics.port=9191,health.port=9192"),
-                 ["run", "--scheduler-name=gpu.example.com", "--metrics-port=9191", "--health-port=9192",
-                  "--log-level=debug"], id="scheduler-log-level-ports"),
+    pytest.param(("--set", "schedulerName=gpu.example.com,defaultPolicy=binpack,logLevel=debug,metrics.port=9191,health.port=9192"),
+                 ["run", "--scheduler-name=gpu.example.com", "--default-policy=binpack", "--metrics-port=9191", "--health-port=9192",
+                  "--log-level=debug"], id="scheduler-policy-log-level-ports"),
     # one flag for every pod: each draws its own random priority at start (kopf pauses equal ones)
-    pytest.param(LEADER_ELECTION, ["run", "--scheduler-name=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
+    pytest.param(LEADER_ELECTION, ["run", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
                  id="leader-election"),
     pytest.param(("--set", "leaderElection.enabled=true"),
-                 ["run", "--scheduler-name=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
+                 ["run", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
                  id="leader-election-with-one-pod"),
 ])
 def test_operator_args_follow_the_values(render: Callable[..., list[Manifest]], args: tuple[str, ...],

@@ -209,3 +209,34 @@ def test_a_dependency_cycle_is_named_on_every_member(api, namespace, loop) -> No
         assert reasons == {"first-r0": expected, "second-r0": expected}
     finally:
         cleanup(api, namespace)
+
+
+def _node(name: str, gpus: int) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}}, "spec": {},
+            "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "16", "memory": "64Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def _pending(name: str, policy: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": f"u-{name}", "controller": True}
+    pod = {"metadata": {"name": f"{name}-r0", "namespace": "ns", "ownerReferences": [owner]},
+           "spec": {"schedulerName": "trireme",
+                    "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}
+    service = {"metadata": {"name": name}, "spec": {"scheduling": {"policy": policy} if policy else {}}}
+    return pod, service
+
+
+@pytest.mark.parametrize(("spec_policy", "default", "node"), [
+    ("binpack", "spread", "busy"), ("spread", "binpack", "idle"), (None, "binpack", "busy"), (None, "spread", "idle"),
+], ids=["spec-binpack", "spec-spread", "default-binpack", "default-spread"])
+def test_a_service_without_a_policy_gets_the_cluster_default(spec_policy: str | None, default: str,
+                                                             node: str) -> None:
+    from trireme.operator.scheduling import decide
+
+    nodes = [_node("busy", 4), _node("idle", 4)]
+    other = {"metadata": {"name": "other", "namespace": "ns", "annotations": {"trireme.io/gpus": "0,1"}},
+             "spec": {"nodeName": "busy", "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]},
+             "status": {"phase": "Running"}}
+    pod, service = _pending("svc", spec_policy)
+    decisions = decide(nodes, [other, pod], [pod], {"ns/svc": service}, {}, default_policy=default)
+    assert decisions["ns/svc-r0"].node == node
