@@ -16,9 +16,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -34,6 +35,44 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+@contextmanager
+def private_cluster(profile: Mapping[str, Any], work: Path, kubelet: str = "simulated") -> Iterator[Any]:
+    """A local cluster of its own for a test module (no Prometheus), from a profile given as data: for
+    tests that change nodes or need every GPU free. Yields the started ``BackgroundCluster``."""
+    import yaml
+
+    from .background import BackgroundCluster
+    from .cluster import ClusterSettings
+    from .kubelet import KubeletSettings
+
+    path = work / "profile.yaml"
+    path.write_text(yaml.safe_dump(dict(profile)))
+    handle = BackgroundCluster(ClusterSettings(profile=path, work_dir=work, prometheus=False,
+                                               kubelet=KubeletSettings(mode=kubelet, simulated_start_delay_s=0.1)))
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def kubectl_runner(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run(*args, input=None, check=True, timeout=60)``: kubectl against ``kubeconfig``; a failure raises
+    AssertionError with kubectl's output when ``check``. Skips the calling test without kubectl."""
+    binary = required_tool("kubectl")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+    def run(*args: str, input: str | None = None, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([binary, *args], input=input, capture_output=True, text=True, env=env,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stderr}{result.stdout}")
+        return result
+    return run
 
 
 def required_tool(name: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from trireme.devcluster.testing import required_tool
+from trireme.devcluster.testing import kubectl_runner, required_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -59,16 +59,7 @@ def api_client(kubeconfig: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def kubectl(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    binary = required_tool("kubectl")
-
-    def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        result = subprocess.run([binary, *args], input=input, capture_output=True, text=True, env=env,
-                                timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
-        return result
-    return run
+    return kubectl_runner(kubeconfig)
 
 
 @pytest.fixture(scope="session")

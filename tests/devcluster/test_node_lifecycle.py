@@ -9,22 +9,18 @@ module rather than the shared session cluster. The last test deletes a node.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from trireme.devcluster.background import BackgroundCluster
-from trireme.devcluster.cluster import ClusterSettings
-from trireme.devcluster.kubelet import CONDITION_ANNOTATION, KubeletSettings
-from trireme.devcluster.testing import wait_for
+from trireme.devcluster.kubelet import CONDITION_ANNOTATION
+from trireme.devcluster.testing import kubectl_runner, private_cluster, wait_for
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -44,17 +40,8 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundCluster]:
-    work = tmp_path_factory.mktemp("node-lifecycle")
-    profile = work / "pair.yaml"
-    profile.write_text(PROFILE)
-    handle = BackgroundCluster(ClusterSettings(profile=profile, work_dir=work, prometheus=False,
-                                               kubelet=KubeletSettings(mode="simulated",
-                                                                       simulated_start_delay_s=0.1)))
-    handle.start()
-    try:
+    with private_cluster(yaml.safe_load(PROFILE), tmp_path_factory.mktemp("node-lifecycle")) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +55,7 @@ def core(cluster: BackgroundCluster) -> Iterator[client.CoreV1Api]:
 
 @pytest.fixture(scope="module")
 def kubectl(cluster: BackgroundCluster) -> Run:
-    binary = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
-    if not binary:
-        pytest.skip("kubectl is not installed: run scripts/install-tools.sh")
-    env = {**os.environ, "KUBECONFIG": str(cluster.cluster.kubeconfig_path)}
-
-    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([binary, *args], input=input, capture_output=True, text=True, env=env, timeout=60)
-        assert result.returncode == 0, f"kubectl {' '.join(args)} failed:\n{result.stderr}{result.stdout}"
-        return result
-    return run
+    return kubectl_runner(cluster.cluster.kubeconfig_path)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ run real ``tritonserver`` processes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -23,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from trireme.devcluster.background import BackgroundCluster
-from trireme.devcluster.cluster import ClusterSettings
-from trireme.devcluster.kubelet import KubeletSettings
-from trireme.devcluster.testing import OperatorProcess, required_tool, tritonserver_pids, wait_for
+from trireme.devcluster.testing import (OperatorProcess, kubectl_runner, private_cluster, tritonserver_pids,
+                                        wait_for)
 from trireme.operator.api import CRD_NAME
 
 pytestmark = pytest.mark.e2e
@@ -54,30 +51,13 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundCluster]:
-    work = tmp_path_factory.mktemp("placement-cluster")
-    (work / "placement.yaml").write_text(yaml.safe_dump(PROFILE))
-    handle = BackgroundCluster(ClusterSettings(profile=work / "placement.yaml", work_dir=work, prometheus=False,
-                                               kubelet=KubeletSettings(mode="process",
-                                                                       simulated_start_delay_s=0.1)))
-    handle.start()
-    try:
+    with private_cluster(PROFILE, tmp_path_factory.mktemp("placement-cluster"), kubelet="process") as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture(scope="module")
 def kubectl(cluster: BackgroundCluster) -> Kubectl:
-    binary = required_tool("kubectl")
-    env = {**os.environ, "KUBECONFIG": str(cluster.cluster.kubeconfig_path)}
-
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([binary, *args], input=input, capture_output=True, text=True, env=env, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stderr}{result.stdout}")
-        return result
-    return run
+    return kubectl_runner(cluster.cluster.kubeconfig_path)
 
 
 @pytest.fixture(scope="module")

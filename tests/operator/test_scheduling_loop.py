@@ -15,10 +15,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from trireme.devcluster.background import BackgroundCluster
-from trireme.devcluster.cluster import ClusterSettings
-from trireme.devcluster.kubelet import KubeletSettings
-from trireme.devcluster.testing import wait_for
+from trireme.devcluster.testing import private_cluster, wait_for
 from trireme.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.scheduler.cycle import Bind, Preempt, Unschedulable
@@ -30,21 +27,15 @@ PROFILE = {"name": "pair", "pools": [{"name": "gpu", "count": 2, "gpus": 2, "gpu
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[client.ApiClient]:
-    work = tmp_path_factory.mktemp("scheduling-loop")
-    (work / "pair.yaml").write_text(yaml.safe_dump(PROFILE))
-    handle = BackgroundCluster(ClusterSettings(profile=work / "pair.yaml", work_dir=work, prometheus=False,
-                                               kubelet=KubeletSettings(mode="simulated",
-                                                                       simulated_start_delay_s=0.1)))
-    handle.start()
-    api = config.new_client_from_config(config_file=str(handle.cluster.kubeconfig_path))
-    try:
-        extensions = client.ApiextensionsV1Api(api)
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
-            extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
-        yield api
-    finally:
-        api.close()
-        handle.stop()
+    with private_cluster(PROFILE, tmp_path_factory.mktemp("scheduling-loop")) as handle:
+        api = config.new_client_from_config(config_file=str(handle.cluster.kubeconfig_path))
+        try:
+            extensions = client.ApiextensionsV1Api(api)
+            for path in sorted((ROOT / "crds").glob("*.yaml")):
+                extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+            yield api
+        finally:
+            api.close()
 
 
 @pytest.fixture
