@@ -38,9 +38,9 @@ from trireme.operator.autoscaling import Autoscaler
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
 from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, desired_pdb, desired_pods,
-                                        desired_replica_count, desired_service, invalid_status, pod_changes,
-                                        pod_is_ready, pods_to_label_serving, replica_indices, selector_string,
-                                        service_status)
+                                        desired_replica_count, desired_service, disruptions_allowed, invalid_status,
+                                        pod_changes, pod_is_ready, pods_to_label_serving, replica_indices,
+                                        selector_string, service_status)
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.operator.settings import OperatorSettings
 
@@ -130,7 +130,8 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
     _apply_service(context.api, desired_service(tis))
     _apply_pdb(context.api, desired_pdb(tis))
     wanted = report.desired_replicas if report is not None else desired_replica_count(tis)
-    changes = pod_changes(desired_pods(tis, settings.scheduler_name, replica_indices(pods, wanted, autoscaled)), pods)
+    changes = pod_changes(desired_pods(tis, settings.scheduler_name, replica_indices(pods, wanted, autoscaled)), pods,
+                          disruptions_allowed(tis, pods, wanted))
     for pod in changes.create:
         _create_pod(core, namespace, pod)
     for pod_name in changes.delete:

@@ -8,6 +8,9 @@ tested with tables; the handlers only send what these functions return.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +33,9 @@ DRAINING_ANNOTATION = "serving.trireme.io/draining-since"
 """Pod annotation: when the autoscaler took the replica out of the Service (RFC 3339)."""
 PRODUCTS_ANNOTATION = "serving.trireme.io/gpu-products"
 """Pod annotation listing the GPU products the pod accepts ("A,B"); absent means any."""
+TEMPLATE_ANNOTATION = "serving.trireme.io/template-hash"
+"""Pod annotation with a digest of everything the service's spec put into the pod: a pod whose digest
+differs from the current one was made from an older spec and is replaced (within the disruption budget)."""
 SHARE_ANNOTATION = "serving.trireme.io/gpu-share"
 """Pod annotation with the share of one GPU the pod needs (a fraction or an amount of memory)."""
 MODELS_MOUNT = "/models"
@@ -160,15 +166,21 @@ def replica_pods(tis: InferenceService, replica: int, scheduler_name: str) -> li
         pod_spec["affinity"] = scheduling.affinity.to_api()
     if spec.priority.class_name:
         pod_spec["priorityClassName"] = spec.priority.class_name
+    annotations[TEMPLATE_ANNOTATION] = template_hash(pod_spec, annotations)
     pods = []
     for stage in range(stages):
         labels = ({REPLICA_LABEL: str(replica), SERVING_LABEL: "true"}
                   | ({STAGE_LABEL: str(stage)} if stages > 1 else {}))
         metadata = _metadata(tis, pod_name(tis.metadata.name or "", replica, stage, stages), labels)
-        if annotations:
-            metadata["annotations"] = dict(annotations)
+        metadata["annotations"] = dict(annotations)
         pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec})
     return pods
+
+
+def template_hash(pod_spec: Mapping[str, Any], annotations: Mapping[str, str]) -> str:
+    """A short digest of a replica pod's spec and Trireme's annotations (not its name or labels)."""
+    text = json.dumps({"spec": pod_spec, "annotations": dict(annotations)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def desired_pods(tis: InferenceService, scheduler_name: str,
@@ -246,19 +258,45 @@ class PodChanges:
     delete: list[str] = field(default_factory=list)
 
 
-def pod_changes(desired: Sequence[Mapping[str, Any]], existing: Iterable[Mapping[str, Any]]) -> PodChanges:
+def pod_changes(desired: Sequence[Mapping[str, Any]], existing: Iterable[Mapping[str, Any]],
+                may_disrupt: int = 0) -> PodChanges:
     """Create what is desired and missing; delete existing pods of the service that are not desired.
 
-    Pods already being deleted are neither recreated nor deleted again until they are gone.
+    A pod made from an older spec (its template hash differs from the desired pod's) is deleted to be
+    recreated from the current one: at once when it is not ready (it serves nothing, and a broken spec
+    must be fixable), and for ready pods at most ``may_disrupt`` of them per call, highest replica
+    first. Pods without a template hash (made before Trireme recorded one) are left alone. Pods
+    already being deleted are neither recreated nor deleted again until they are gone.
     """
     existing = list(existing)
     names = {p["metadata"]["name"] for p in existing}
-    wanted = {p["metadata"]["name"] for p in desired}
+    wanted = {p["metadata"]["name"]: p for p in desired}
     create = [dict(p) for p in desired if p["metadata"]["name"] not in names]
-    surplus = [p for p in existing if p["metadata"]["name"] not in wanted
-               and not p["metadata"].get("deletionTimestamp")]
-    surplus.sort(key=lambda p: (_replica_index(p), p["metadata"]["name"]), reverse=True)
-    return PodChanges(create, [p["metadata"]["name"] for p in surplus])
+    live = [p for p in existing if not p["metadata"].get("deletionTimestamp")]
+    surplus = [p for p in live if p["metadata"]["name"] not in wanted]
+    outdated = [p for p in live if p["metadata"]["name"] in wanted and _outdated(p, wanted[p["metadata"]["name"]])]
+    outdated.sort(key=lambda p: (_replica_index(p), p["metadata"]["name"]), reverse=True)
+    idle = [p for p in outdated if not pod_is_ready(p)]
+    serving = [p for p in outdated if pod_is_ready(p)][:max(0, may_disrupt)]
+    delete = sorted(surplus, key=lambda p: (_replica_index(p), p["metadata"]["name"]), reverse=True) + idle + serving
+    return PodChanges(create, [p["metadata"]["name"] for p in delete])
+
+
+def _outdated(pod: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    have = (pod["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+    return have is not None and have != desired["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+
+
+def disruptions_allowed(tis: InferenceService, pods: Iterable[Mapping[str, Any]], wanted: int) -> int:
+    """Ready pods that may be taken down now for a spec change: the disruption budget's maxUnavailable
+    (a count, or a percentage of ``wanted`` replicas rounded up) less the replicas not ready now."""
+    budget = tis.spec.disruption_budget.max_unavailable
+    if isinstance(budget, str):
+        allowed = -(-wanted * int(budget.rstrip("%")) // 100)
+    else:
+        allowed = int(budget)
+    ready = {_replica_index(p) for p in pods if pod_is_ready(p) and not p["metadata"].get("deletionTimestamp")}
+    return max(0, allowed - max(0, wanted - len(ready)))
 
 
 def _replica_index(pod: Mapping[str, Any]) -> int:

@@ -199,6 +199,36 @@ def _names_and_uids(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[s
 
 
 @pytest.mark.timeout(90)
+def test_a_spec_change_replaces_the_replicas_one_at_a_time(kubectl: Kubectl, namespace: str,
+                                                          operator_process: OperatorProcess, tmp_path: Path,
+                                                          show_log_on_failure: None) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "examples" / "models", models, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = json.loads(service_manifest("roll", namespace, models))
+    manifest["spec"]["replicas"] = 2
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    wait_for(lambda: get_json(kubectl, "tis", "-n", namespace, "roll").get("status", {}).get("readyReplicas") == 2,
+             timeout=40, interval=0.3, what="readyReplicas == 2")
+    before = dict(_names_and_uids(kubectl, namespace, "roll"))
+    manifest["spec"]["runtime"] = {"args": ["--log-verbose=1"]}
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    least_ready = [2]
+
+    def replaced() -> bool:
+        ready = get_json(kubectl, "tis", "-n", namespace, "roll").get("status", {}).get("readyReplicas", 0)
+        least_ready[0] = min(least_ready[0], ready)
+        pods = service_pods(kubectl, namespace, "roll")
+        return ready == 2 and len(pods) == 2 and all(
+            p["metadata"]["uid"] != before.get(p["metadata"]["name"])
+            and "--log-verbose=1" in p["spec"]["containers"][0]["args"] for p in pods)
+
+    wait_for(replaced, timeout=60, interval=0.2, what="both replicas recreated from the new spec and ready")
+    assert least_ready[0] >= 1  # maxUnavailable 1: one replica kept serving throughout
+    kubectl("delete", "-n", namespace, "tis", "roll")  # the session cluster's GPUs are shared
+    wait_for(lambda: not service_pods(kubectl, namespace, "roll"), timeout=30, interval=0.3, what="pods of roll gone")
+
+
+@pytest.mark.timeout(90)
 def test_a_restarted_operator_converges_without_duplicates(kubectl: Kubectl, namespace: str,
                                                            operator_process: OperatorProcess, tmp_path: Path,
                                                            show_log_on_failure: None) -> None:

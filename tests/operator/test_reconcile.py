@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from trireme.operator.api import InferenceService
-from trireme.operator.reconcile import (MetricsObservation, desired_pdb, desired_pods, desired_service, invalid_status,
-                                        model_repository,
-                                        pod_changes, pod_name, service_status)
+from trireme.operator.reconcile import (MetricsObservation, desired_pdb, desired_pods, desired_service,
+                                        disruptions_allowed, invalid_status, model_repository, pod_changes, pod_name,
+                                        service_status)
 from trireme.operator.settings import OperatorSettings, add_arguments
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -70,7 +70,9 @@ def test_replica_pod_is_complete() -> None:
                               "serving.trireme.io/replica": "0", "serving.trireme.io/serving": "true"}
     assert meta["ownerReferences"] == [{"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
                                         "name": "svc", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}]
-    assert meta["annotations"] == {"serving.trireme.io/gpu-products": "NVIDIA-A100-SXM4-80GB"}
+    assert meta["annotations"] == {"serving.trireme.io/gpu-products": "NVIDIA-A100-SXM4-80GB",
+                                   "serving.trireme.io/template-hash": meta["annotations"]["serving.trireme.io/template-hash"]}
+    assert len(meta["annotations"]["serving.trireme.io/template-hash"]) == 16
     assert spec["schedulerName"] == "trireme"
     assert spec["nodeSelector"] == {"pool": "a"}
     assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
@@ -124,6 +126,54 @@ def test_pod_changes(replicas: int, existing: list[dict[str, Any]], create: list
     changes = pod_changes(desired_pods(tis(replicas=replicas), "trireme"), existing)
     assert [p["metadata"]["name"] for p in changes.create] == create
     assert changes.delete == delete
+
+
+CURRENT = desired_pods(tis(replicas=3), "trireme")[0]["metadata"]["annotations"]["serving.trireme.io/template-hash"]
+
+
+def _made(name: str, replica: int, template: str | None, ready: bool) -> dict[str, Any]:
+    pod = _existing(name, replica)
+    if template is not None:
+        pod["metadata"]["annotations"] = {"serving.trireme.io/template-hash": template}
+    pod["status"] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return pod
+
+
+ROLLOUT_CASES = [
+    ("current-pods-stay", [_made(f"svc-r{i}", i, CURRENT, True) for i in range(3)], 1, []),
+    ("one-ready-outdated-per-budget-highest-first", [_made(f"svc-r{i}", i, "old", True) for i in range(3)], 1,
+     ["svc-r2"]),
+    ("budget-of-two", [_made(f"svc-r{i}", i, "old", True) for i in range(3)], 2, ["svc-r2", "svc-r1"]),
+    ("no-budget-no-ready-replaced", [_made(f"svc-r{i}", i, "old", True) for i in range(3)], 0, []),
+    ("unready-outdated-always-replaced", [_made("svc-r0", 0, "old", False), _made("svc-r1", 1, "old", True),
+                                          _made("svc-r2", 2, CURRENT, True)], 0, ["svc-r0"]),
+    ("pods-without-a-hash-are-left-alone", [_made(f"svc-r{i}", i, None, True) for i in range(3)], 3, []),
+]
+
+
+@pytest.mark.parametrize(("existing", "may_disrupt", "delete"), [c[1:] for c in ROLLOUT_CASES],
+                         ids=[c[0] for c in ROLLOUT_CASES])
+def test_a_spec_change_replaces_pods_within_the_budget(existing: list[dict[str, Any]], may_disrupt: int,
+                                                       delete: list[str]) -> None:
+    changes = pod_changes(desired_pods(tis(replicas=3), "trireme"), existing, may_disrupt)
+    assert changes.create == [] and changes.delete == delete
+
+
+@pytest.mark.parametrize(("budget", "ready", "allowed"), [
+    (1, 4, 1), (1, 3, 0), (2, 3, 1), ("50%", 4, 2), ("50%", 3, 1), ("10%", 4, 1), (0, 4, 0),
+], ids=["one", "one-already-down", "two-one-down", "half-of-four", "half-one-down", "percent-rounds-up", "zero"])
+def test_disruptions_allowed(budget: int | str, ready: int, allowed: int) -> None:
+    service = tis(replicas=4, disruptionBudget={"maxUnavailable": budget})
+    pods = [_made(f"svc-r{i}", i, CURRENT, i < ready) for i in range(4)]
+    assert disruptions_allowed(service, pods, 4) == allowed
+
+
+def test_a_changed_spec_changes_the_hash() -> None:
+    before = desired_pods(tis(), "trireme")[0]["metadata"]["annotations"]["serving.trireme.io/template-hash"]
+    after = desired_pods(tis(runtime={"args": ["--log-verbose=1"]}), "trireme")[0]
+    assert after["metadata"]["annotations"]["serving.trireme.io/template-hash"] != before
+    assert desired_pods(tis(replicas=5), "trireme")[0]["metadata"]["annotations"][
+        "serving.trireme.io/template-hash"] == before  # the replica count is not part of a pod
 
 
 def test_service_and_budget() -> None:
