@@ -55,6 +55,8 @@ EVERY_VALUE = (
                   '"podAffinityTerm":{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":'
                   '{"app.kubernetes.io/name":"trireme"}}}}]}}',
     "--set-json", 'podAnnotations={"example.com/owner":"platform"}',
+    "--set", "defaultPolicy=fgd,prometheusAuth.tokenAudience=prometheus,prometheusAuth.caConfigMap=prometheus-ca",
+    "--set-json", 'autoscaler={"intervalSeconds":2.5,"metricsUnavailableAfterSeconds":45,"drainTimeoutSeconds":90}',
     "--set-json", 'podMonitor.labels={"release":"prometheus"}',
 )
 
@@ -343,7 +345,9 @@ def test_pod_uses_no_host_namespaces_ports_or_paths(render: Callable[..., list[M
                                                     args: tuple[str, ...]) -> None:
     spec = operator_pod(render(*args))["spec"]
     assert [key for key in POD_SPEC_ABSENT if key in spec] == []
-    assert all(set(volume) == {"name", "emptyDir"} for volume in spec["volumes"])
+    # the volume types the restricted Pod Security profile allows, and only those the chart needs
+    assert all(len(volume) == 2 and set(volume) - {"name"} <= {"emptyDir", "projected", "configMap"}
+               for volume in spec["volumes"])
     assert all("hostPort" not in port for port in operator_container(render(*args))["ports"])
 
 
@@ -354,24 +358,38 @@ def test_read_only_root_has_a_writable_tmp(render: Callable[..., list[Manifest]]
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
+AUTOSCALER = ["--autoscale-interval=5", "--metrics-unavailable-after=30", "--drain-timeout=60"]
 PORTS = ["--metrics-port=9090", "--health-port=8081"]
 
 
 @pytest.mark.parametrize("args, expected", [
-    pytest.param((), ["run", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS, "--log-level=info"], id="defaults"),
-    pytest.param(WATCHED, ["run", "--namespace=team-a", "--namespace=team-b", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS,
+    pytest.param((), ["run", "--scheduler-name=trireme", "--default-policy=trireme", *AUTOSCALER, *PORTS,
+                      "--log-level=info"], id="defaults"),
+    pytest.param(WATCHED, ["run", "--namespace=team-a", "--namespace=team-b", "--scheduler-name=trireme",
+                           "--default-policy=trireme", *AUTOSCALER, *PORTS,
                            "--log-level=info"], id="watched-namespaces"),
     pytest.param(("--set", "prometheusUrl=http://prometheus.monitoring:9090"),
-                 ["run", "--scheduler-name=trireme", "--default-policy=trireme", "--prometheus-url=http://prometheus.monitoring:9090", *PORTS,
+                 ["run", "--scheduler-name=trireme", "--default-policy=trireme",
+                  "--prometheus-url=http://prometheus.monitoring:9090", *AUTOSCALER, *PORTS,
                   "--log-level=info"], id="prometheus-url"),
     pytest.param(("--set", "schedulerName=gpu.example.com,defaultPolicy=binpack,logLevel=debug,metrics.port=9191,health.port=9192"),
-                 ["run", "--scheduler-name=gpu.example.com", "--default-policy=binpack", "--metrics-port=9191", "--health-port=9192",
+                 ["run", "--scheduler-name=gpu.example.com", "--default-policy=binpack", *AUTOSCALER,
+                  "--metrics-port=9191", "--health-port=9192",
                   "--log-level=debug"], id="scheduler-policy-log-level-ports"),
+    pytest.param(("--set", "prometheusAuth.tokenAudience=prometheus,prometheusAuth.caConfigMap=prom-ca,"
+                           "autoscaler.intervalSeconds=2,autoscaler.drainTimeoutSeconds=120"),
+                 ["run", "--scheduler-name=trireme", "--default-policy=trireme",
+                  "--prometheus-token-file=/var/run/secrets/trireme/prometheus/token",
+                  "--prometheus-ca-file=/etc/trireme/prometheus-ca/ca.crt", "--autoscale-interval=2",
+                  "--metrics-unavailable-after=30", "--drain-timeout=120", *PORTS, "--log-level=info"],
+                 id="prometheus-auth-and-autoscaler"),
     # one flag for every pod: each draws its own random priority at start (kopf pauses equal ones)
-    pytest.param(LEADER_ELECTION, ["run", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
+    pytest.param(LEADER_ELECTION, ["run", "--scheduler-name=trireme", "--default-policy=trireme", *AUTOSCALER, *PORTS,
+                                   "--peering=trireme", "--log-level=info"],
                  id="leader-election"),
     pytest.param(("--set", "leaderElection.enabled=true"),
-                 ["run", "--scheduler-name=trireme", "--default-policy=trireme", *PORTS, "--peering=trireme", "--log-level=info"],
+                 ["run", "--scheduler-name=trireme", "--default-policy=trireme", *AUTOSCALER, *PORTS,
+                  "--peering=trireme", "--log-level=info"],
                  id="leader-election-with-one-pod"),
 ])
 def test_operator_args_follow_the_values(render: Callable[..., list[Manifest]], args: tuple[str, ...],
