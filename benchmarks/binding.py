@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from kubernetes import config
 
-from trireme.devcluster.bench import ClusterProcess
+from trireme.devcluster.bench import ClusterProcess, percentile
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.scheduler.cycle import Bind
 
@@ -60,10 +60,7 @@ class BindingResult:
         return self.bound / self.seconds if self.seconds else 0.0
 
     def percentile_ms(self, pct: float) -> float:
-        if not self.latency_ms:
-            return 0.0
-        ordered = sorted(self.latency_ms)
-        return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+        return percentile(self.latency_ms, pct) if self.latency_ms else 0.0
 
     @property
     def decide_pods_per_s(self) -> float:

@@ -283,14 +283,15 @@ async def _write_test(session: aiohttp.ClientSession, url: str, settings: BenchS
         for task in watch_tasks:
             task.cancel()
     result.writes_per_s = total / elapsed
-    result.write_latency_ms_p50 = _percentile(latencies, 50)
-    result.write_latency_ms_p99 = _percentile(latencies, 99)
-    result.watch_delay_ms_p50 = _percentile(delays, 50)
-    result.watch_delay_ms_p99 = _percentile(delays, 99)
+    result.write_latency_ms_p50 = percentile(latencies, 50)
+    result.write_latency_ms_p99 = percentile(latencies, 99)
+    result.watch_delay_ms_p50 = percentile(delays, 50)
+    result.watch_delay_ms_p99 = percentile(delays, 99)
     result.watch_events_missed = total * settings.watchers - sum(seen)
 
 
-def _percentile(values: list[float], pct: float) -> float:
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile of ``values`` (nearest rank); NaN when there are none."""
     if not values:
         return float("nan")
     ordered = sorted(values)

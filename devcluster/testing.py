@@ -58,6 +58,20 @@ def private_cluster(profile: Mapping[str, Any], work: Path, kubelet: str = "simu
         handle.stop()
 
 
+@contextmanager
+def scratch_namespace(kubectl: Callable[..., Any], prefix: str) -> Iterator[str]:
+    """A namespace with a fresh name (``<prefix>-<8 hex>``) for the block; deleted afterwards without
+    waiting (callers that need its pods gone wait for that themselves)."""
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def kubectl_runner(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run(*args, input=None, check=True, timeout=60)``: kubectl against ``kubeconfig``; a failure raises
     AssertionError with kubectl's output when ``check``. Skips the calling test without kubectl."""

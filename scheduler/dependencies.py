@@ -72,23 +72,6 @@ def gates(services: Mapping[str, ServiceState]) -> dict[str, Gate]:
     return result
 
 
-def start_order(services: Mapping[str, ServiceState]) -> list[str]:
-    """Services in an order where each comes after what it depends on (ties by name); services in or
-    behind a cycle come last, by name."""
-    placed: list[str] = []
-    done: set[str] = set()
-    remaining = sorted(services)
-    while remaining:
-        progress = [s for s in remaining if all(d in done or d not in services for d in _deps(s, services))]
-        if not progress:
-            placed.extend(remaining)
-            break
-        placed.extend(progress)
-        done.update(progress)
-        remaining = [s for s in remaining if s not in done]
-    return placed
-
-
 def _cycles(services: Mapping[str, ServiceState]) -> dict[str, tuple[str, ...]]:
     """For each service on a cycle, the shortest cycle through it, as a closed walk starting at the
     cycle's smallest name (so the members of a simple cycle all report the same walk).

@@ -14,7 +14,7 @@ nodes as possible, inside one topology domain (rack, then zone) when one can hol
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from trireme.scheduler.cluster import MILLI, BoundPod, ClusterSnapshot
@@ -329,13 +329,3 @@ def _priority(request: Request) -> int:
     members = request.members if isinstance(request, Gang) else (request,)
     return max((m.priority for m in members if isinstance(m.priority, int)), default=0)
 
-
-def bind_all(snapshot: ClusterSnapshot, decisions: Iterable[Decision], requests: Sequence[PodRequest]
-             ) -> ClusterSnapshot:
-    """The snapshot after ``decisions`` were carried out (binds of pods not yet bound there)."""
-    by_pod = {r.pod: r for r in requests}
-    for decision in decisions:
-        if isinstance(decision, Bind) and _bound(snapshot, decision.pod) is None and decision.pod in by_pod:
-            snapshot = snapshot.with_bound(_bound_pod(snapshot, by_pod[decision.pod], decision.node,
-                                                      decision.gpu_indices))
-    return snapshot

@@ -4,11 +4,12 @@ PriorityClass, or from the globalDefault class; an unknown class is refused."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from trireme.devcluster.testing import scratch_namespace
 
 Kubectl = Callable[..., Any]
 
@@ -26,11 +27,9 @@ def priority_class(name: str, value: int, global_default: bool = False) -> str:
 
 
 @pytest.fixture
-def namespace(kubectl: Kubectl) -> str:
-    name = f"prio-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    with scratch_namespace(kubectl, "prio") as name:
+        yield name
 
 
 def test_priority_comes_from_the_class(kubectl: Kubectl, namespace: str) -> None:

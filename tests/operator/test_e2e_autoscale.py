@@ -19,14 +19,13 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from trireme.devcluster.prometheus import free_port
-from trireme.devcluster.testing import OperatorProcess, wait_for
+from trireme.devcluster.testing import OperatorProcess, scratch_namespace, wait_for
 from trireme.loadgen import LoadGenerator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,16 +97,12 @@ def prometheus(background_cluster: Any) -> Iterator[SwitchableProxy]:
 
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"as-{uuid.uuid4().hex[:8]}"
     kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("create", "namespace", name)
-    try:
+    with scratch_namespace(kubectl, "as") as name:
         yield name
-    finally:
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
-        # the GPUs are the session's: the next test must find them free
-        wait_for(lambda: not get_json(kubectl, "pods", "-n", name).get("items"), timeout=30, interval=0.3,
-                 what="the autoscaled pods to be gone")
+    # the GPUs are the session's: the next test must find them free
+    wait_for(lambda: not get_json(kubectl, "pods", "-n", name).get("items"), timeout=30, interval=0.3,
+             what="the autoscaled pods to be gone")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from trireme.devcluster.testing import OperatorProcess, tritonserver_pids, wait_for
+from trireme.devcluster.testing import OperatorProcess, scratch_namespace, tritonserver_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -25,13 +25,9 @@ OLD_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 @pytest.fixture(scope="module")
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"tis-{uuid.uuid4().hex[:8]}"
     kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("create", "namespace", name)
-    try:
+    with scratch_namespace(kubectl, "tis") as name:
         yield name
-    finally:
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")

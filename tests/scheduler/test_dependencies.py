@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from trireme.scheduler.dependencies import Gate, ServiceState, gates, start_order
+from trireme.scheduler.dependencies import Gate, ServiceState, gates
 
 
 def svc(*deps: str, ready: bool = False) -> ServiceState:
@@ -59,11 +59,6 @@ def test_members_of_one_simple_cycle_tell_the_same_story() -> None:
     assert {gate.cycle for gate in gates(services).values()} == {("ns/a", "ns/b", "ns/c", "ns/a")}
 
 
-def test_start_order_puts_dependencies_first() -> None:
-    services = {"ns/app": svc("tok", "emb"), "ns/tok": svc(), "ns/emb": svc("tok"), "ns/loop": svc("loop")}
-    assert start_order(services) == ["ns/tok", "ns/emb", "ns/app", "ns/loop"]
-
-
 NAMES = st.sampled_from("abcdef")
 GRAPHS = st.dictionaries(NAMES, st.tuples(st.lists(NAMES, max_size=3), st.booleans()), max_size=6)
 
@@ -80,27 +75,3 @@ def test_cycle_members_report_one_real_cycle(graph: dict[str, tuple[list[str], b
         for here, there in zip(cycle, cycle[1:]):  # every step is a real dependency
             assert there.partition("/")[2] in services[here].depends_on
         assert all(result[member].cycle for member in cycle)
-
-
-@given(GRAPHS)
-def test_start_order_respects_every_acyclic_dependency(graph: dict[str, tuple[list[str], bool]]) -> None:
-    services = {f"ns/{k}": svc(*deps, ready=ready) for k, (deps, ready) in graph.items()}
-    order = start_order(services)
-    assert sorted(order) == sorted(services)
-    cyclic = {key for key, gate in gates(services).items() if gate.cycle}
-    position = {key: i for i, key in enumerate(order)}
-    for key in services:
-        for dep in (f"ns/{d}" for d in services[key].depends_on):
-            if dep in services and not cyclic & _reachable(dep, services):
-                assert position[dep] < position[key]
-
-
-def _reachable(key: str, services: dict[str, ServiceState]) -> set[str]:
-    seen, todo = set(), [key]
-    while todo:
-        node = todo.pop()
-        if node in seen or node not in services:
-            continue
-        seen.add(node)
-        todo.extend(f"ns/{d}" for d in services[node].depends_on)
-    return seen & set(services)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trireme.scheduler.cluster import MILLI, ClusterSnapshot, Taint, node_state
+from trireme.scheduler.cluster import MILLI, BoundPod, ClusterSnapshot, Taint, node_state
 from trireme.scheduler.plan import Bind, Unschedulable, plan
 from trireme.scheduler.plugins import FILTERS, first_reason
 from trireme.scheduler.policies import POLICY_NAMES, make_policy
@@ -87,8 +87,9 @@ def test_plans_are_sound(snapshot: ClusterSnapshot, requests: list[PodRequest | 
             if request.tensor_parallel > 1 and state.islands:
                 assert any(set(decision.gpu_indices) <= set(island) for island in state.islands)
             assert len(decision.gpu_indices) == request.gpus_needed()
-            from trireme.scheduler.plan import bind_all
-            replay = bind_all(replay, [decision], [request])
+            milli = request.milli_on(state) if decision.gpu_indices else 0
+            replay = replay.with_bound(BoundPod(decision.pod, decision.node, decision.gpu_indices, milli,
+                                                request.cpu_milli, request.memory_mib, request.service))
     assert replay.states == result.snapshot.states
     # gangs: all members bound or none
     for request in requests:
