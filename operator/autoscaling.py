@@ -23,7 +23,7 @@ Why the pieces look the way they do:
 * **Drain, then delete.** A scale-down takes the least-loaded replica out of the Service (its pods'
   ``serving.trireme.io/serving`` label turns "false"), waits at least ``drain_grace_s`` for load
   balancers to notice and until Triton reports its queue empty with no request completing between two
-  probes (or ``drain_timeout_s``), then deletes it; Triton finishes what it is executing on SIGTERM.
+  probes (or ``drain_timeout_s``), then deletes it (``draining.Drainer``, shared with the rebalancer).
   Pod names stay stable, so the replica indices come from the live pods (``reconcile.replica_indices``).
 
 It runs inside the resync pass, after the leadership check, so a standby replica never scales.
@@ -36,22 +36,20 @@ import logging
 import math
 import threading
 import time
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from trireme.operator.api import TRITON_METRICS_PORT, Autoscaling, InferenceService, InvalidInferenceService
-from trireme.operator.loadmetrics import (PENDING, MetricsUnavailable, PrometheusSettings, Query, ServiceLoad,
-                                          prometheus_query, read_service_load)
-from trireme.operator.reconcile import (DRAINING_ANNOTATION, REPLICA_LABEL, SERVING_LABEL, AutoscalerReport,
-                                        MetricsObservation, desired_replica_count, is_draining, pod_is_ready,
-                                        replica_pods, selector_string)
+from trireme.operator.api import Autoscaling, InferenceService, InvalidInferenceService
+from trireme.operator.draining import Drainer, Probe, rfc3339, triton_probe
+from trireme.operator.loadmetrics import (MetricsUnavailable, PrometheusSettings, Query, ServiceLoad, prometheus_query,
+                                          read_service_load)
+from trireme.operator.reconcile import (REPLICA_LABEL, AutoscalerReport, MetricsObservation, counted_pods,
+                                        desired_replica_count, is_draining, pod_is_ready, replica_pods,
+                                        selector_string)
 from trireme.operator.settings import OperatorSettings
 from trireme.scheduler.autoscale import (AutoscalerSettings, AutoscalerState, Decision, MetricSample, ScaleDownPolicy,
                                          ScaleUpPolicy, Signal, choose_scale_down_victim, decide)
@@ -63,8 +61,6 @@ EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """Records an Event: (involved object, type "Normal"/"Warning", reason, message)."""
 Simulate = Callable[[list[dict[str, Any]]], Mapping[str, Any]]
 """``SchedulingLoop.simulate``: decisions for pods not created yet, by ``namespace/name``."""
-Probe = Callable[[str, float], tuple[float, float]]
-"""Asks one pod's Triton (by IP) for (pending requests, completed requests); raises OSError when it cannot."""
 
 HISTORY_S = 150.0
 """Samples older than this are dropped: ``decide`` looks back over its trend window (60 s) plus its
@@ -94,24 +90,6 @@ def _change(value: int | str) -> dict[str, Any]:
     return {"max_change_replicas": int(value), "max_change_percent": 0.0}
 
 
-def triton_probe(ip: str, timeout_s: float) -> tuple[float, float]:
-    """(pending, completed) requests of every model, from the pod's Triton metrics endpoint directly:
-    Prometheus scrapes too rarely to tell when a draining replica has gone idle."""
-    url = f"http://{ip}:{TRITON_METRICS_PORT}/metrics"
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - a pod IP, plain HTTP
-        text = response.read().decode(errors="replace")
-    pending = completed = 0.0
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in (PENDING, "nv_inference_request_success", "nv_inference_request_failure"):
-            value = float(line.rsplit(" ", 1)[1])
-            if name == PENDING:
-                pending += value
-            else:
-                completed += value
-    return pending, completed
-
-
 @dataclass
 class _Memory:
     """What the autoscaler remembers about one service between steps (lost on restart, by design:
@@ -136,8 +114,6 @@ class _Memory:
     capacity: str | None = None
     capacity_limit: int | None = None
     status: dict[str, Any] = field(default_factory=dict)
-    drain_probes: dict[str, float] = field(default_factory=dict)
-    """Per draining pod, the completed-request count of the previous probe."""
 
 
 class Autoscaler:
@@ -145,7 +121,7 @@ class Autoscaler:
 
     def __init__(self, api: client.ApiClient, settings: OperatorSettings, simulate: Simulate,
                  record_event: EventSink, query: Query | None = None, clock: Callable[[], float] = time.time,
-                 probe: Probe = triton_probe) -> None:
+                 probe: Probe = triton_probe, drainer: Drainer | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.settings = settings
         self.prometheus = PrometheusSettings(
@@ -156,7 +132,7 @@ class Autoscaler:
         self.simulate = simulate
         self.record_event = record_event
         self.clock = clock
-        self.probe = probe
+        self.drainer = drainer or Drainer(self.core, settings, probe)
         self._memory: dict[tuple[str, str], _Memory] = {}
         self._lock = threading.Lock()
 
@@ -196,8 +172,8 @@ class Autoscaler:
             if memory is None or memory.uid != tis.metadata.uid:
                 memory = self._memory[namespace, name] = _Memory(uid=tis.metadata.uid or "")
         now = self.clock()
-        pods = self._pods(namespace, name)
-        self._advance_drains(obj, memory, pods, now)
+        pods = counted_pods(self._pods(namespace, name))  # the rebalancer drains the old half of a move
+        self._advance_drains(obj, pods, now)
         if memory.decided_at is not None and now - memory.decided_at < self.settings.autoscale_interval_s - 1e-6:
             return
         memory.decided_at = now
@@ -235,9 +211,9 @@ class Autoscaler:
         if decision is not None and memory.state is not None and limit is not None:
             memory.state = replace(memory.state, desired=wanted)
         if wanted < current:
-            self._drain(obj, memory, serving, ready, current - wanted, now)
+            self._drain(memory, serving, ready, current - wanted, now)
         elif wanted > current:
-            self._undrain(obj, replicas, serving, wanted - current)
+            self._undrain(replicas, serving, wanted - current)
         if wanted != before:
             verb = "ScaledUp" if wanted > before else "ScaledDown"
             self.record_event(obj, "Normal", verb, f"{before} → {wanted} replicas: {reason}")
@@ -352,8 +328,8 @@ class Autoscaler:
 
     # -- scale-down: drain, then delete ----------------------------------------------------------------------
 
-    def _drain(self, obj: Mapping[str, Any], memory: _Memory, serving: Mapping[int, list[dict[str, Any]]],
-               ready: Sequence[int], count: int, now: float) -> None:
+    def _drain(self, memory: _Memory, serving: Mapping[int, list[dict[str, Any]]], ready: Sequence[int], count: int,
+               now: float) -> None:
         """Take ``count`` replicas out of the Service: ones not serving yet first (the newest), then the
         least loaded."""
         load = {r.pod: r.pending + r.rates["compute_us"] / 1e6 for r in (memory.load.replicas if memory.load else ())}
@@ -369,73 +345,31 @@ class Autoscaler:
                 index = int(choose_scale_down_victim(loads))
             chosen.append(index)
             del candidates[index]
-        since = _rfc3339(now)
         for index in chosen:
             for pod in serving[index]:
-                self._label(pod, "false", since)
-                log.info("draining pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                self.drainer.start(pod, now)
 
-    def _undrain(self, obj: Mapping[str, Any], replicas: Mapping[int, list[dict[str, Any]]],
-                 serving: Mapping[int, list[dict[str, Any]]], count: int) -> None:
+    def _undrain(self, replicas: Mapping[int, list[dict[str, Any]]], serving: Mapping[int, list[dict[str, Any]]],
+                 count: int) -> None:
         """Put draining replicas back into the Service: cheaper than starting new ones."""
         back = sorted((i for i in replicas if i not in serving))[:count]
         for index in back:
             for pod in replicas[index]:
-                self._label(pod, "true", None)
+                self.drainer.restore(pod)
 
-    def _advance_drains(self, obj: Mapping[str, Any], memory: _Memory, pods: Sequence[Mapping[str, Any]],
-                        now: float) -> None:
+    def _advance_drains(self, obj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: float) -> None:
         """Delete every draining replica whose pods are all idle (or past the drain timeout)."""
         replicas = _replicas([p for p in pods if not p["metadata"].get("deletionTimestamp")])
         for index, members in sorted(replicas.items()):
             if not all(is_draining(p) for p in members):
                 continue
-            done = all(self._drained(memory, pod, now) for pod in members)
-            if not done:
+            if not all(self.drainer.drained(pod, now) for pod in members):
                 continue
             for pod in members:
-                meta = pod["metadata"]
-                try:
-                    self.core.delete_namespaced_pod(meta["name"], meta["namespace"], _preload_content=False)
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
-                memory.drain_probes.pop(meta["name"], None)
-                log.info("deleted drained pod %s/%s", meta["namespace"], meta["name"])
+                self.drainer.delete(pod)
             self.record_event(obj, "Normal", "Drained",
                               f"replica {index} ({', '.join(p['metadata']['name'] for p in members)}) "
                               f"drained and deleted")
-
-    def _drained(self, memory: _Memory, pod: Mapping[str, Any], now: float) -> bool:
-        name = pod["metadata"]["name"]
-        since = _parse_time((pod["metadata"].get("annotations") or {}).get(DRAINING_ANNOTATION))
-        if since is None:  # taken out of the Service by hand: the drain starts now
-            self._label(pod, "false", _rfc3339(now))
-            return False
-        elapsed = now - since
-        if elapsed >= self.settings.drain_timeout_s:
-            return True
-        ip = (pod.get("status") or {}).get("podIP")
-        if not ip or not pod_is_ready(pod):
-            return elapsed >= self.settings.drain_grace_s  # nothing can reach it, nothing to wait for
-        try:
-            pending, completed = self.probe(ip, self.settings.triton_timeout_s)
-        except (OSError, ValueError) as exc:
-            log.debug("cannot ask Triton of draining pod %s: %s", name, exc)
-            return False
-        before = memory.drain_probes.get(name)
-        memory.drain_probes[name] = completed
-        return elapsed >= self.settings.drain_grace_s and pending == 0 and before == completed
-
-    def _label(self, pod: Mapping[str, Any], serving: str, since: str | None) -> None:
-        meta = pod["metadata"]
-        patch = {"metadata": {"labels": {SERVING_LABEL: serving}, "annotations": {DRAINING_ANNOTATION: since}}}
-        try:
-            self.core.patch_namespaced_pod(meta["name"], meta["namespace"], patch, _content_type=MERGE,
-                                           _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -447,9 +381,9 @@ class Autoscaler:
 
     def _status_block(self, memory: _Memory, decision: Decision | None, action: str, reason: str,
                       limit: int | None, pods: Sequence[Mapping[str, Any]], now: float) -> dict[str, Any]:
-        block: dict[str, Any] = {"action": action, "reason": reason[:4000], "lastDecisionTime": _rfc3339(now)}
+        block: dict[str, Any] = {"action": action, "reason": reason[:4000], "lastDecisionTime": rfc3339(now)}
         if memory.scaled_at is not None:
-            block["lastScaleTime"] = _rfc3339(memory.scaled_at)
+            block["lastScaleTime"] = rfc3339(memory.scaled_at)
         if limit is not None:
             block["capacityLimitedTo"] = limit
         draining = sorted(p["metadata"]["name"] for p in pods if is_draining(p))
@@ -487,19 +421,6 @@ def _autoscaler_status(status: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         return {"desiredReplicas": int(status.get("desiredReplicas") or 0),
-                "autoscaler": {"action": "hold", "reason": "restored", "lastDecisionTime": _rfc3339(0)}}
+                "autoscaler": {"action": "hold", "reason": "restored", "lastDecisionTime": rfc3339(0)}}
     except (TypeError, ValueError):
-        return None
-
-
-def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
         return None

@@ -35,12 +35,14 @@ from kubernetes.client.exceptions import ApiException
 from trireme.operator import metrics as operator_metrics
 from trireme.operator.api import GROUP, PLURAL, TRITON_HTTP_PORT, VERSION, InferenceService, InvalidInferenceService
 from trireme.operator.autoscaling import Autoscaler
+from trireme.operator.draining import Drainer
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
 from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, desired_pdb, desired_pods,
                                         desired_replica_count, desired_service, disruptions_allowed, invalid_status,
                                         pod_changes, pod_is_ready, pods_to_label_serving, replica_indices,
                                         selector_string, service_status)
+from trireme.operator.rebalancing import Rebalancer
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.operator.settings import OperatorSettings
 
@@ -52,7 +54,8 @@ COMPONENT = "trireme"
 
 @dataclass(frozen=True)
 class Context:
-    """What a reconcile needs: settings, the API client, the scheduling loop, the metrics and the autoscaler."""
+    """What a reconcile needs: settings, the API client, the scheduling loop, the metrics, the autoscaler
+    and the rebalancer."""
 
     settings: OperatorSettings
     api: client.ApiClient
@@ -60,6 +63,7 @@ class Context:
     metrics: OperatorMetrics
     identity: str = COMPONENT
     autoscaler: Autoscaler | None = None
+    rebalancer: Rebalancer | None = None
 
     @classmethod
     def create(cls, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics | None = None,
@@ -73,7 +77,10 @@ class Context:
         def events(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
             record_event(context, obj, kind, reason, message)
 
-        context = cls(settings, api, loop, metrics, identity, Autoscaler(api, settings, loop.simulate, events))
+        drainer = Drainer(client.CoreV1Api(api), settings)
+        context = cls(settings, api, loop, metrics, identity,
+                      Autoscaler(api, settings, loop.simulate, events, drainer=drainer),
+                      Rebalancer(api, settings, loop, events, models_ready, drainer))
         loop.record_event = events
         return context
 
@@ -355,6 +362,11 @@ def resync_pass(context: Context, leadership: Leadership) -> int:
             done += 1
         except Exception:  # one broken service must not starve the others; the next pass retries it
             log.exception("reconciling %s/%s failed", obj["metadata"].get("namespace"), obj["metadata"]["name"])
+    if context.rebalancer is not None:
+        try:
+            context.rebalancer.step()
+        except Exception:  # the API server away for a moment: moves are kept on the pods, the next pass goes on
+            log.exception("rebalancing failed")
     return done
 
 

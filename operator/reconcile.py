@@ -9,8 +9,8 @@ tested with tables; the handlers only send what these functions return.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +31,14 @@ SERVING_LABEL = "serving.trireme.io/serving"
 the Service before deleting it, so no new request reaches a replica about to go."""
 DRAINING_ANNOTATION = "serving.trireme.io/draining-since"
 """Pod annotation: when the autoscaler took the replica out of the Service (RFC 3339)."""
+REPLACES_ANNOTATION = "serving.trireme.io/replaces"
+"""Pod annotation on the new replica of a move (make-before-break): the uid of the pod it replaces. While
+that pod lives, the two count as one replica; the annotation is removed when the move is done."""
+MOVE_REASON_ANNOTATION = "serving.trireme.io/move-reason"
+"""Pod annotation on the new replica of a move: why the rebalancer moved the replica."""
+MOVED_AT_ANNOTATION = "serving.trireme.io/moved-at"
+"""Pod annotation on the new replica of a move: when the move started (RFC 3339), for the move's timeout
+and the least time between two moves of one replica."""
 PRODUCTS_ANNOTATION = "serving.trireme.io/gpu-products"
 """Pod annotation listing the GPU products the pod accepts ("A,B"); absent means any."""
 TEMPLATE_ANNOTATION = "serving.trireme.io/template-hash"
@@ -209,7 +217,44 @@ def is_draining(pod: Mapping[str, Any]) -> bool:
     return (pod["metadata"].get("labels") or {}).get(SERVING_LABEL) == "false"
 
 
-def replica_indices(pods: Iterable[Mapping[str, Any]], wanted: int, autoscaled: bool) -> list[int]:
+@dataclass(frozen=True)
+class MoveInFlight:
+    """A replica being moved: ``new`` (made on the target node) replaces ``old``, which still exists.
+
+    Until the new pod serves, the old one is the replica and the new one is not counted; once the old
+    one is taken out of the Service to drain, the new one is the replica and the old one is leaving."""
+
+    new: Mapping[str, Any]
+    old: Mapping[str, Any]
+
+    @property
+    def leaving(self) -> Mapping[str, Any]:
+        """The pod of the two that does not count as the replica now."""
+        return self.old if is_draining(self.old) else self.new
+
+
+def moves_in_flight(pods: Iterable[Mapping[str, Any]]) -> list[MoveInFlight]:
+    """The moves under way among ``pods``: live pods naming, in ``REPLACES_ANNOTATION``, a live pod."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    by_uid = {p["metadata"].get("uid"): p for p in live if p["metadata"].get("uid")}
+    found = []
+    for pod in live:
+        old = by_uid.get((pod["metadata"].get("annotations") or {}).get(REPLACES_ANNOTATION))
+        if old is not None and old is not pod:
+            found.append(MoveInFlight(pod, old))
+    return sorted(found, key=lambda m: m.new["metadata"]["name"])
+
+
+def counted_pods(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``pods`` less the half of each move in flight that is not the replica now, so that a replica being
+    moved counts once everywhere replicas are counted (scaling, rolling replacement, status)."""
+    pods = list(pods)
+    leaving = {id(move.leaving) for move in moves_in_flight(pods)}
+    return [p for p in pods if id(p) not in leaving]
+
+
+def replica_indices(pods: Iterable[Mapping[str, Any]], wanted: int, autoscaled: bool,
+                    taken: Iterable[int] = ()) -> list[int]:
     """The replica indices to keep or create so that ``wanted`` replicas serve.
 
     Pod names are stable, so a replica removed from the middle leaves a gap: the indices come from the
@@ -217,12 +262,14 @@ def replica_indices(pods: Iterable[Mapping[str, Any]], wanted: int, autoscaled: 
     autoscaling, replicas are removed only by the autoscaler's drain, so every live replica is kept
     (draining ones too, until the drain deletes them) and replicas that serve are added up to
     ``wanted``. Without it, the lowest ``wanted`` live replicas are kept and the rest are surplus.
+    ``taken`` are indices new replicas must not use (those of pods left out of ``pods``: the uncounted
+    half of a move).
     """
     live: dict[int, bool] = {}
     for pod in pods:
         if pod["metadata"].get("deletionTimestamp"):
             continue
-        index = _replica_index(pod)
+        index = replica_index(pod)
         if index >= 0:
             live[index] = live.get(index, False) or (autoscaled and is_draining(pod))
     if autoscaled:
@@ -231,7 +278,8 @@ def replica_indices(pods: Iterable[Mapping[str, Any]], wanted: int, autoscaled: 
     else:
         keep = set(sorted(live)[:wanted])
         serving = len(keep)
-    free = (i for i in range(len(live) + wanted + 1) if i not in live)
+    taken = set(taken)
+    free = (i for i in itertools.count() if i not in live and i not in taken)
     for _ in range(max(0, wanted - serving)):
         keep.add(next(free))
     return sorted(keep)
@@ -275,10 +323,10 @@ def pod_changes(desired: Sequence[Mapping[str, Any]], existing: Iterable[Mapping
     live = [p for p in existing if not p["metadata"].get("deletionTimestamp")]
     surplus = [p for p in live if p["metadata"]["name"] not in wanted]
     outdated = [p for p in live if p["metadata"]["name"] in wanted and _outdated(p, wanted[p["metadata"]["name"]])]
-    outdated.sort(key=lambda p: (_replica_index(p), p["metadata"]["name"]), reverse=True)
+    outdated.sort(key=lambda p: (replica_index(p), p["metadata"]["name"]), reverse=True)
     idle = [p for p in outdated if not pod_is_ready(p)]
     serving = [p for p in outdated if pod_is_ready(p)][:max(0, may_disrupt)]
-    delete = sorted(surplus, key=lambda p: (_replica_index(p), p["metadata"]["name"]), reverse=True) + idle + serving
+    delete = sorted(surplus, key=lambda p: (replica_index(p), p["metadata"]["name"]), reverse=True) + idle + serving
     return PodChanges(create, [p["metadata"]["name"] for p in delete])
 
 
@@ -295,11 +343,12 @@ def disruptions_allowed(tis: InferenceService, pods: Iterable[Mapping[str, Any]]
         allowed = -(-wanted * int(budget.rstrip("%")) // 100)
     else:
         allowed = int(budget)
-    ready = {_replica_index(p) for p in pods if pod_is_ready(p) and not p["metadata"].get("deletionTimestamp")}
+    ready = {replica_index(p) for p in pods if pod_is_ready(p) and not p["metadata"].get("deletionTimestamp")}
     return max(0, allowed - max(0, wanted - len(ready)))
 
 
-def _replica_index(pod: Mapping[str, Any]) -> int:
+def replica_index(pod: Mapping[str, Any]) -> int:
+    """The pod's replica index (its ``REPLICA_LABEL``), -1 when it has none."""
     try:
         return int((pod["metadata"].get("labels") or {}).get(REPLICA_LABEL, -1))
     except ValueError:
@@ -466,7 +515,7 @@ def service_status(tis: InferenceService, pods: Iterable[Mapping[str, Any]], mod
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     by_replica: dict[int, list[Mapping[str, Any]]] = {}
     for pod in live:
-        by_replica.setdefault(_replica_index(pod), []).append(pod)
+        by_replica.setdefault(replica_index(pod), []).append(pod)
     stages = tis.spec.parallelism.pipeline_parallel
     placements, ready_replicas = [], 0
     for replica in sorted(r for r in by_replica if r >= 0):

@@ -16,11 +16,12 @@ one or two cycles, not one each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -55,6 +56,17 @@ class PodOutcome:
     name: str
     service: str
     decision: Decision
+
+
+@dataclass(frozen=True)
+class ClusterObjects:
+    """What a cycle reads: every node and pod, the InferenceServices (by ``namespace/name``) of the
+    namespaces those pods are in, and their disruption budgets (pods each service may lose now)."""
+
+    nodes: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    services: dict[str, dict[str, Any]]
+    budgets: dict[str, int]
 
 
 @dataclass
@@ -110,30 +122,46 @@ class SchedulingLoop:
         what is missing. Nothing is written; the autoscaler asks this before adding replicas."""
         if not extra:
             return {}
+        seen = self.read(extra)
+        return decide(seen.nodes, [*seen.pods, *extra], list(extra), seen.services, seen.budgets,
+                      self.default_policy)
+
+    def read(self, extra: Iterable[Mapping[str, Any]] = ()) -> ClusterObjects:
+        """The cluster as a cycle sees it (services and budgets also of the namespaces of ``extra``)."""
         pods = self._list_pods()
         nodes = _items(self.core.list_node(_preload_content=False))
-        namespaces = {p["metadata"]["namespace"] for p in [*pods, *extra] if _service_name(p)}
-        return decide(nodes, [*pods, *extra], list(extra), self._list_services(namespaces),
-                      self._disruption_budgets(namespaces), self.default_policy)
+        namespaces = {p["metadata"]["namespace"] for p in [*pods, *extra] if service_name(p)}
+        return ClusterObjects(nodes, pods, self._list_services(namespaces), self._disruption_budgets(namespaces))
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off scheduling cycles meanwhile: the rebalancer binds the new replicas of its moves inside,
+        so no cycle hands out the same GPUs from an older snapshot."""
+        with self._lock:
+            yield
+
+    def bind(self, namespace: str, name: str, decision: Bind) -> None:
+        """Bind a pod as a cycle does (call inside ``exclusive``)."""
+        self._bind(namespace, name, decision)
 
     # -- one cycle -------------------------------------------------------------------------------------
 
     def _cycle(self) -> list[PodOutcome]:
         started = time.perf_counter()
         pods = self._list_pods()
-        pending = [p for p in pods if self._is_pending_here(p)]
+        pending = [p for p in pods if self.is_pending_here(p)]
         if not pending:
             return []
         nodes = _items(self.core.list_node(_preload_content=False))
-        namespaces = {p["metadata"]["namespace"] for p in pods if _service_name(p)}
+        namespaces = {p["metadata"]["namespace"] for p in pods if service_name(p)}
         services = self._list_services(namespaces)
         budgets = self._disruption_budgets(namespaces)
         read = time.perf_counter()
         decisions = decide(nodes, pods, pending, services, budgets, self.default_policy)
         decided = time.perf_counter()
         self._preempt([d for d in decisions.values() if isinstance(d, Preempt)], pods)
-        work = [(pod, PodOutcome(pod["metadata"]["namespace"], pod["metadata"]["name"], _service_name(pod),
-                                 decisions[_pod_key(pod)])) for pod in pending]
+        work = [(pod, PodOutcome(pod["metadata"]["namespace"], pod["metadata"]["name"], service_name(pod),
+                                 decisions[pod_key(pod)])) for pod in pending]
         with ThreadPoolExecutor(self.writers, thread_name_prefix="bind") as pool:
             outcomes = list(pool.map(lambda item: self._act(*item), work))
         self.last_cycle = CycleTimings(read - started, decided - read, time.perf_counter() - decided, len(pending))
@@ -147,7 +175,7 @@ class SchedulingLoop:
                 raise
             return [p for ns in self.namespaces for p in _items(self.core.list_namespaced_pod(ns, _preload_content=False))]
 
-    def _is_pending_here(self, pod: Mapping[str, Any]) -> bool:
+    def is_pending_here(self, pod: Mapping[str, Any]) -> bool:
         spec, meta = pod.get("spec") or {}, pod["metadata"]
         return (spec.get("schedulerName") == self.scheduler_name and not spec.get("nodeName")
                 and not meta.get("deletionTimestamp")
@@ -182,7 +210,7 @@ class SchedulingLoop:
 
     def _preempt(self, preemptions: Iterable[Preempt], pods: Iterable[Mapping[str, Any]]) -> None:
         """Delete each preemption's victims gracefully (once, whatever number of gang members it serves)."""
-        by_key = {_pod_key(p): p for p in pods}
+        by_key = {pod_key(p): p for p in pods}
         done: set[str] = set()
         for preemption in sorted(preemptions, key=lambda p: p.pod):
             for victim in preemption.victims:
@@ -227,7 +255,7 @@ class SchedulingLoop:
                 raise
             log.info("pod %s/%s changed while it was being scheduled (%s); retrying next cycle",
                      outcome.namespace, outcome.name, exc.status)
-            return replace(outcome, decision=Unschedulable(_pod_key(pod), f"retrying: pod changed while it was "
+            return replace(outcome, decision=Unschedulable(pod_key(pod), f"retrying: pod changed while it was "
                                                                           f"scheduled ({exc.status})"))
         return outcome
 
@@ -266,47 +294,57 @@ def decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: lis
     """A decision for every pending pod (by ``namespace/name``): held back by dependsOn, or decided by
     ``scheduler.cycle.schedule`` with its service's policy (``default_policy`` when it names none),
     priority and parallelism."""
-    service_gates = gates({key: ServiceState(tuple(obj.get("spec", {}).get("dependsOn") or ()), _is_ready(obj))
-                           for key, obj in services.items()})
-    decisions: dict[str, Decision] = {}
-    free: list[dict[str, Any]] = []
-    for pod in pending:
-        gate = service_gates.get(_service_key(pod))
-        if gate is not None and not gate.open:
-            decisions[_pod_key(pod)] = Unschedulable(_pod_key(pod), gate.reason)
-        else:
-            free.append(pod)
+    free, decisions = gated(pending, services)
     terminating: dict[str, int] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if node and pod["metadata"].get("deletionTimestamp"):
             terminating[node] = terminating.get(node, 0) + 1
-    queue = [_entry(group, services, default_policy) for group in _groups(free)]
+    queue = [queue_entry(group, services, default_policy) for group in _groups(free)]
     result = schedule(cluster_from_objects(nodes, pods), queue, _victims(pods, services), budgets, terminating)
     decisions.update(result.decisions)
     return decisions
 
 
+def gated(pending: Iterable[dict[str, Any]], services: Mapping[str, Mapping[str, Any]]
+          ) -> tuple[list[dict[str, Any]], dict[str, Decision]]:
+    """The pending pods that may be placed, and a decision for each one its service's ``dependsOn``
+    holds back (Unschedulable with the reason)."""
+    service_gates = gates({key: ServiceState(tuple(obj.get("spec", {}).get("dependsOn") or ()), _is_ready(obj))
+                           for key, obj in services.items()})
+    decisions: dict[str, Decision] = {}
+    free: list[dict[str, Any]] = []
+    for pod in pending:
+        gate = service_gates.get(service_key(pod))
+        if gate is not None and not gate.open:
+            decisions[pod_key(pod)] = Unschedulable(pod_key(pod), gate.reason)
+        else:
+            free.append(pod)
+    return free, decisions
+
+
 def _groups(pods: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Pending pods grouped: the stages of one pipeline-parallel replica together, other pods alone."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for pod in sorted(pods, key=_pod_key):
-        groups.setdefault(_gang_name(pod) or _pod_key(pod), []).append(pod)
+    for pod in sorted(pods, key=pod_key):
+        groups.setdefault(_gang_name(pod) or pod_key(pod), []).append(pod)
     return list(groups.values())
 
 
 def _gang_name(pod: Mapping[str, Any]) -> str:
     """``namespace/<service>-r<replica>`` for a pipeline stage of a replica, '' for other pods."""
     labels = pod["metadata"].get("labels") or {}
-    if STAGE_LABEL not in labels or not _service_name(pod):
+    if STAGE_LABEL not in labels or not service_name(pod):
         return ""
-    return f"{_service_key(pod)}-r{labels.get(REPLICA_LABEL, '')}"
+    return f"{service_key(pod)}-r{labels.get(REPLICA_LABEL, '')}"
 
 
-def _entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]], default_policy: str) -> Pending:
-    """The queue entry of one pod, or of a gang of pipeline stages."""
+def queue_entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str, Any]],
+                default_policy: str) -> Pending:
+    """The queue entry of one pod, or of a gang of pipeline stages: what it asks for (with its service's
+    priority and parallelism), its policy, age and nominated node."""
     first = group[0]
-    spec = (services.get(_service_key(first)) or {}).get("spec") or {}
+    spec = (services.get(service_key(first)) or {}).get("spec") or {}
     scheduling = spec.get("scheduling") or {}
     tensor_parallel = int((spec.get("parallelism") or {}).get("tensorParallel") or 1)  # GPUs of one group
     spread = bool((scheduling.get("affinity") or {}).get("podAntiAffinity"))
@@ -325,11 +363,11 @@ def _victims(pods: Iterable[Mapping[str, Any]], services: Mapping[str, Mapping[s
     for pod in pods:
         if not (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
             continue
-        service = services.get(_service_key(pod)) if _service_name(pod) else None
+        service = services.get(service_key(pod)) if service_name(pod) else None
         if service is None:
             continue
         preemptible = ((service.get("spec") or {}).get("priority") or {}).get("preemptible", True)
-        found[_pod_key(pod)] = Victim(_priority(pod, services), bool(preemptible), _service_key(pod),
+        found[pod_key(pod)] = Victim(_priority(pod, services), bool(preemptible), service_key(pod),
                                       _gang_name(pod))
     return found
 
@@ -342,7 +380,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _pod_key(pod: Mapping[str, Any]) -> str:
+def pod_key(pod: Mapping[str, Any]) -> str:
     return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
 
 
@@ -355,13 +393,13 @@ def _owner(pod: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _service_name(pod: Mapping[str, Any]) -> str:
+def service_name(pod: Mapping[str, Any]) -> str:
     owner = _owner(pod)
     return owner["metadata"]["name"] if owner else ""
 
 
-def _service_key(pod: Mapping[str, Any]) -> str:
-    return f"{pod['metadata']['namespace']}/{_service_name(pod)}"
+def service_key(pod: Mapping[str, Any]) -> str:
+    return f"{pod['metadata']['namespace']}/{service_name(pod)}"
 
 
 def _is_ready(obj: Mapping[str, Any]) -> bool:
@@ -374,5 +412,5 @@ def _priority(pod: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]])
     value = (pod.get("spec") or {}).get("priority")
     if value:
         return int(value)
-    service = services.get(_service_key(pod)) or {}
+    service = services.get(service_key(pod)) or {}
     return int(((service.get("spec") or {}).get("priority") or {}).get("value") or 0)

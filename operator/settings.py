@@ -58,6 +58,22 @@ class OperatorSettings:
     drain_timeout_s: float = 60.0
     """A draining replica is deleted after this long even if Triton still reports requests in flight (or
     cannot be asked): longer than any sane request, short enough that a stuck replica does not hold GPUs."""
+    rebalance_interval_s: float = 30.0
+    """How often the rebalancer plans moves (defragmenting for replicas that fit nowhere, spreading a
+    service's bunched replicas); 0 turns it off. Thirty seconds: each move starts a replica and loads its
+    model, so planning more often than moves can finish only re-plans the same moves. Moves in flight
+    advance on every resync pass, whatever this interval."""
+    rebalance_max_moves: int = 2
+    """Moves in flight at once over the whole cluster, and the most one planning may start: each holds
+    the GPUs of two copies of a replica until the old one is drained, so a few at a time bound the
+    capacity a rebalancing costs."""
+    move_timeout_s: float = 600.0
+    """A move whose new replica is not serving (pod Ready, every model ready in Triton) this long after it
+    was created is abandoned: the new pod is deleted with a Warning Event and the old one keeps serving.
+    Ten minutes covers pulling a large image and loading a large model."""
+    min_move_interval_s: float = 600.0
+    """Least time between two moves of one replica: a replica moved back and forth serves nothing while
+    its model loads."""
     reconcile_interval_s: float = 2.0
     """How often the resync pass reconciles every InferenceService even without a change: picks up pod
     readiness, binds pods that became placeable, and repairs drift. Two seconds keeps user-visible
@@ -162,6 +178,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="least seconds a replica is out of the Service before deletion (default 5)")
     parser.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
                         help="most seconds a replica drains before deletion (default 60)")
+    parser.add_argument("--rebalance-interval", dest="rebalance_interval_s", type=float,
+                        help="seconds between rebalancing plans (default 30; 0 turns the rebalancer off)")
+    parser.add_argument("--rebalance-max-moves", dest="rebalance_max_moves", type=int,
+                        help="moves in flight at once (default 2)")
+    parser.add_argument("--move-timeout", dest="move_timeout_s", type=float,
+                        help="seconds a move's new replica may take to serve before the move is abandoned "
+                             "(default 600)")
+    parser.add_argument("--min-move-interval", dest="min_move_interval_s", type=float,
+                        help="least seconds between two moves of one replica (default 600)")
     parser.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float,
                         help="seconds between periodic reconciles (default 2)")
     parser.add_argument("--metrics-port", dest="metrics_port", type=int, help="port of /metrics (0: off)")
