@@ -38,10 +38,10 @@ from trireme.operator.autoscaling import Autoscaler
 from trireme.operator.draining import Drainer
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
-from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, desired_pdb, desired_pods,
-                                        desired_replica_count, desired_service, disruptions_allowed, invalid_status,
-                                        pod_changes, pod_is_ready, pods_to_label_serving, replica_indices,
-                                        selector_string, service_status)
+from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, counted_pods, desired_pdb,
+                                        desired_pods, desired_replica_count, desired_service, disruptions_allowed,
+                                        invalid_status, pod_changes, pod_is_ready, pods_to_label_serving,
+                                        replica_index, replica_indices, selector_string, service_status)
 from trireme.operator.rebalancing import Rebalancer
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.operator.settings import OperatorSettings
@@ -130,23 +130,25 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
     autoscaled = tis.spec.autoscaling.enabled
     report = context.autoscaler.report(namespace, name, tis.metadata.uid) if context.autoscaler and autoscaled \
         else None
-    pods = _service_pods(core, namespace, name)
+    every = _service_pods(core, namespace, name)
+    pods = counted_pods(every)  # a replica being moved counts once; the rebalancer owns the other half
     # pods get the label the Service selects on before the Service does (pods made by an older operator)
     for pod_name in pods_to_label_serving(pods, autoscaled):
         _label_serving(core, namespace, pod_name)
     _apply_service(context.api, desired_service(tis))
     _apply_pdb(context.api, desired_pdb(tis))
     wanted = report.desired_replicas if report is not None else desired_replica_count(tis)
-    changes = pod_changes(desired_pods(tis, settings.scheduler_name, replica_indices(pods, wanted, autoscaled)), pods,
+    indices = replica_indices(pods, wanted, autoscaled, taken=map(replica_index, every))
+    changes = pod_changes(desired_pods(tis, settings.scheduler_name, indices), pods,
                           disruptions_allowed(tis, pods, wanted))
     for pod in changes.create:
         _create_pod(core, namespace, pod)
     for pod_name in changes.delete:
         _delete_pod(core, namespace, pod_name)
     if changes.create or changes.delete:
-        pods = _service_pods(core, namespace, name)
+        pods = counted_pods(_service_pods(core, namespace, name))
     if _schedule(context, pods):
-        pods = _service_pods(core, namespace, name)
+        pods = counted_pods(_service_pods(core, namespace, name))
     unschedulable = _known_unschedulable(pods)
     ready = models_ready(pods, [m.name for m in tis.spec.models], settings.triton_timeout_s)
     status = service_status(tis, pods, ready, unschedulable, now, autoscaler=report)

@@ -31,6 +31,7 @@ whose replica the room is made for (and its pod is nominated to the node).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,8 +52,8 @@ from trireme.operator.settings import OperatorSettings
 from trireme.scheduler.cluster import BoundPod, ClusterSnapshot, cluster_from_objects
 from trireme.scheduler.cycle import Bind
 from trireme.scheduler.policies import make_policy, shapes_from_snapshot, workload_shapes
-from trireme.scheduler.rebalance import (CONSOLIDATE, DEFRAGMENT, HOT_NODE, SKEWED_SERVICE, Budgets, Movable, Move,
-                                         MovePlan, RebalanceSettings, rebalance, revalidate)
+from trireme.scheduler.rebalance import (DEFRAGMENT, Budgets, Movable, Move, MovePlan, RebalanceSettings, apply_moves,
+                                         rebalance, revalidate)
 from trireme.scheduler.requests import PodRequest
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,6 @@ EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 ModelsReady = Callable[[Iterable[Mapping[str, Any]], list[str], float], set[str]]
 """``handlers.models_ready``: the pods (by name) on which Triton reports every listed model ready."""
 MERGE = "application/merge-patch+json"
-WHY = {DEFRAGMENT: "to make room for a replica that fits nowhere while the free GPUs are scattered",
-       SKEWED_SERVICE: "the service's replicas are bunched on one node",
-       HOT_NODE: "its node runs far hotter than the rest",
-       CONSOLIDATE: "to empty a lightly used GPU"}
-"""What each kind of move is for, in the words of its Events."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ class Rebalancer:
         serving = self._serving(new, owner)
         if not serving and ((new.get("status") or {}).get("phase") == "Failed"
                             or now - started >= self.settings.move_timeout_s):
-            self._abandon(move, owner, now - started)
+            self._abandon(move, owner, now - started, now)
             return
         if not is_draining(old):
             if serving:
@@ -154,10 +150,12 @@ class Rebalancer:
         models = [m.get("name", "") for m in (owner.get("spec") or {}).get("models") or []]
         return _name(pod) in self.models_ready([pod], models, self.settings.triton_timeout_s)
 
-    def _abandon(self, move: MoveInFlight, owner: Mapping[str, Any] | None, waited_s: float) -> None:
-        """Delete the new pod; the old one serves on (back into the Service if its drain had begun)."""
+    def _abandon(self, move: MoveInFlight, owner: Mapping[str, Any] | None, waited_s: float, now: float) -> None:
+        """Delete the new pod; the old one serves on (back into the Service if its drain had begun) and is not
+        tried again before ``min_move_interval_s``: the attempt counts as a move."""
         if is_draining(move.old):
             self.drainer.restore(move.old)
+        self._patch_annotations(move.old, {MOVED_AT_ANNOTATION: rfc3339(now)})
         self.drainer.delete(move.new)
         if owner is not None:
             self.record_event(owner, "Warning", "MoveFailed",
@@ -186,6 +184,8 @@ class Rebalancer:
         plan = rebalance(snapshot, pending, policy, movable, budgets,
                          RebalanceSettings(max_moves_per_cycle=slots,
                                            min_move_interval_s=self.settings.min_move_interval_s))
+        if in_flight or any(self.scheduling.is_pending_here(p) for p in seen.pods):
+            plan = _room_only(plan, snapshot, movable)
         if not plan.moves:
             return []
         with self.scheduling.exclusive():
@@ -199,8 +199,10 @@ class Rebalancer:
         return started
 
     def _ours(self, pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pods of this operator's InferenceServices (its scheduler name, in its namespaces)."""
+        namespaces = self.settings.namespaces
         return [p for p in pods if (p.get("spec") or {}).get("schedulerName") == self.scheduling.scheduler_name
-                and service_name(p)]
+                and service_name(p) and (not namespaces or p["metadata"].get("namespace") in namespaces)]
 
     def _movable(self, seen: ClusterObjects, in_flight: Sequence[MoveInFlight]) -> dict[str, Movable]:
         """Replicas that may move: single-pod replicas of InferenceServices, bound, Ready and serving, and
@@ -292,7 +294,7 @@ class Rebalancer:
             self.record_event(owner, "Normal", "Moving",
                               f"pod {_name(old)} moves from node {move.from_node} to node {move.to_node} "
                               f"(GPUs {list(move.gpu_indices)}) as pod {new['metadata']['name']}: "
-                              f"{WHY.get(move.reason, move.reason)}")
+                              f"{move.reason}")
             by_key[key] = new
             seen.pods.append(new)
         if started and len(started) == len(plan.moves) and plan.pending is not None and plan.node:
@@ -329,6 +331,15 @@ class Rebalancer:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _room_only(plan: MovePlan, snapshot: ClusterSnapshot, movable: Mapping[str, Movable]) -> MovePlan:
+    """The plan's defragmentation only: while a replica waits for room (or a move is under way) no replica
+    moves for balance, which could take the very room being cleared."""
+    moves = tuple(itertools.takewhile(lambda m: m.reason.startswith(DEFRAGMENT), plan.moves))
+    if len(moves) == len(plan.moves):
+        return plan
+    return MovePlan(moves, apply_moves(snapshot, moves, movable), plan.pending, plan.node, plan.gpu_indices)
 
 
 def _with_replacement(snapshot: ClusterSnapshot, request: PodRequest, key: str, move: Move) -> ClusterSnapshot:

@@ -57,6 +57,7 @@ EVERY_VALUE = (
     "--set-json", 'podAnnotations={"example.com/owner":"platform"}',
     "--set", "defaultPolicy=fgd,prometheusAuth.tokenAudience=prometheus,prometheusAuth.caConfigMap=prometheus-ca",
     "--set-json", 'autoscaler={"intervalSeconds":2.5,"metricsUnavailableAfterSeconds":45,"drainTimeoutSeconds":90}',
+    "--set-json", 'rebalancer={"intervalSeconds":0,"maxMoves":1,"moveTimeoutSeconds":300,"minMoveIntervalSeconds":60}',
     "--set-json", 'podMonitor.labels={"release":"prometheus"}',
 )
 
@@ -358,7 +359,8 @@ def test_read_only_root_has_a_writable_tmp(render: Callable[..., list[Manifest]]
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
-AUTOSCALER = ["--autoscale-interval=5", "--metrics-unavailable-after=30", "--drain-timeout=60"]
+AUTOSCALER = ["--autoscale-interval=5", "--metrics-unavailable-after=30", "--drain-timeout=60",
+              "--rebalance-interval=30", "--rebalance-max-moves=2", "--move-timeout=600", "--min-move-interval=600"]
 PORTS = ["--metrics-port=9090", "--health-port=8081"]
 
 
@@ -377,12 +379,15 @@ PORTS = ["--metrics-port=9090", "--health-port=8081"]
                   "--metrics-port=9191", "--health-port=9192",
                   "--log-level=debug"], id="scheduler-policy-log-level-ports"),
     pytest.param(("--set", "prometheusAuth.tokenAudience=prometheus,prometheusAuth.caConfigMap=prom-ca,"
-                           "autoscaler.intervalSeconds=2,autoscaler.drainTimeoutSeconds=120"),
+                           "autoscaler.intervalSeconds=2,autoscaler.drainTimeoutSeconds=120,"
+                           "rebalancer.intervalSeconds=0"),
                  ["run", "--scheduler-name=trireme", "--default-policy=trireme",
                   "--prometheus-token-file=/var/run/secrets/trireme/prometheus/token",
                   "--prometheus-ca-file=/etc/trireme/prometheus-ca/ca.crt", "--autoscale-interval=2",
-                  "--metrics-unavailable-after=30", "--drain-timeout=120", *PORTS, "--log-level=info"],
-                 id="prometheus-auth-and-autoscaler"),
+                  "--metrics-unavailable-after=30", "--drain-timeout=120", "--rebalance-interval=0",
+                  "--rebalance-max-moves=2", "--move-timeout=600", "--min-move-interval=600", *PORTS,
+                  "--log-level=info"],
+                 id="prometheus-auth-autoscaler-rebalancer-off"),
     # one flag for every pod: each draws its own random priority at start (kopf pauses equal ones)
     pytest.param(LEADER_ELECTION, ["run", "--scheduler-name=trireme", "--default-policy=trireme", *AUTOSCALER, *PORTS,
                                    "--peering=trireme", "--log-level=info"],

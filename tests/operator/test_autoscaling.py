@@ -22,8 +22,8 @@ from kubernetes import client
 from trireme.operator.api import InferenceService
 from trireme.operator.autoscaling import Autoscaler, autoscaler_settings
 from trireme.operator.loadmetrics import MetricsUnavailable, PrometheusSettings, queries
-from trireme.operator.reconcile import (AutoscalerReport, desired_replica_count, pods_to_label_serving,
-                                        replica_indices, service_status)
+from trireme.operator.reconcile import (REPLACES_ANNOTATION, AutoscalerReport, counted_pods, desired_replica_count,
+                                        moves_in_flight, pods_to_label_serving, replica_indices, service_status)
 from trireme.operator.settings import OperatorSettings
 from trireme.scheduler.autoscale import Signal
 from trireme.scheduler.cycle import Bind, Unschedulable
@@ -274,6 +274,32 @@ def test_replica_indices(live: list[int], draining: list[int], wanted: int, auto
                          expected: list[int]) -> None:
     pods = [pod(i, serving="false" if i in draining else "true") for i in live]
     assert replica_indices(pods, wanted, autoscaled) == expected
+
+
+def test_new_replicas_skip_the_indices_of_uncounted_pods() -> None:
+    assert replica_indices([pod(0)], 3, autoscaled=False, taken=[1, 4]) == [0, 2, 3]
+
+
+def moved(new: int, old: int, old_draining: bool = False, gone: bool = False) -> list[dict[str, Any]]:
+    """Pods 0..max(new, old) of a service where replica ``new`` replaces replica ``old``."""
+    pods = [pod(i, serving="false" if i == old and old_draining else "true") for i in range(max(new, old) + 1)]
+    for item in pods:
+        item["metadata"]["uid"] = f"u{item['metadata']['labels']['serving.trireme.io/replica']}"
+    pods[new]["metadata"]["annotations"][REPLACES_ANNOTATION] = "u9" if gone else f"u{old}"
+    return pods
+
+
+COUNTED = [
+    ("new-not-serving-yet", moved(2, 0), ["svc-r0", "svc-r1"]),
+    ("old-draining", moved(2, 0, old_draining=True), ["svc-r1", "svc-r2"]),
+    ("old-gone", moved(2, 0, gone=True), ["svc-r0", "svc-r1", "svc-r2"]),
+]
+
+
+@pytest.mark.parametrize(("pods", "expected"), [c[1:] for c in COUNTED], ids=[c[0] for c in COUNTED])
+def test_a_replica_being_moved_counts_once(pods: list[dict[str, Any]], expected: list[str]) -> None:
+    assert [p["metadata"]["name"] for p in counted_pods(pods)] == expected
+    assert len(moves_in_flight(pods)) == (0 if expected == ["svc-r0", "svc-r1", "svc-r2"] else 1)
 
 
 def test_pods_without_the_serving_label_get_it_and_drains_end_with_autoscaling() -> None:

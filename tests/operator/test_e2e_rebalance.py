@@ -1,0 +1,157 @@
+"""The rebalancer end to end: a fragmented cluster defragmented by make-before-break moves.
+
+The module's own cluster has two nodes of two GPUs. A Triton service with two replicas placed
+with the spread policy holds one GPU of each node, so a tensor-parallel replica that needs both
+GPUs of one node fits nowhere although two GPUs are free. ``trireme run`` (with a short
+rebalancing interval) moves one Triton replica next to the other: the new replica starts on the
+other node, serves, and only then is the old one taken out of the Service, drained and deleted.
+The tensor-parallel replica then takes the node that was cleared. Inferences run through
+tritonclient all along, and none may fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trireme.devcluster.background import BackgroundCluster
+from trireme.devcluster.testing import (OperatorProcess, kubectl_runner, private_cluster, scratch_namespace,
+                                        tritonserver_pids, wait_for)
+from trireme.loadgen import LoadGenerator
+from trireme.operator.api import CRD_NAME
+from trireme.operator.reconcile import pod_is_ready
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = {"name": "rebalance", "pools": [
+    {"name": "small", "count": 2, "gpus": 2, "gpuProduct": "NVIDIA-A100-SXM4-80GB", "gpuMemoryMiB": 81920,
+     "nvlinkIslands": [[0, 1]], "cpu": "16", "memory": "64Gi"}]}
+PLACEHOLDER_IMAGE = "registry.example.com/gpu-placeholder:1"
+"""An image the kubelet runs without a process: the pod holds its GPUs and turns Ready."""
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundCluster]:
+    with private_cluster(PROFILE, tmp_path_factory.mktemp("rebalance-cluster"), kubelet="process") as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def kubectl(cluster: BackgroundCluster) -> Kubectl:
+    run = kubectl_runner(cluster.cluster.kubeconfig_path)
+    run("apply", "-f", str(ROOT / "crds"))
+    run("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+    wait_for(lambda: run("get", "tis", "-A", check=False).returncode == 0, timeout=20, interval=0.2,
+             what="InferenceServices in kubectl's discovery")
+    return run
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Iterator[Path]:
+    target = tmp_path / "models"
+    shutil.copytree(ROOT / "examples" / "models", target, ignore=shutil.ignore_patterns("__pycache__"))
+    yield target
+    wait_for(lambda: not tritonserver_pids(target), timeout=30, interval=0.2, what="no tritonserver left running")
+
+
+@pytest.fixture
+def operator(cluster: BackgroundCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    """``trireme run`` planning moves every second, with a short drain; its log printed on failure."""
+    operator = OperatorProcess(cluster.cluster.kubeconfig_path, "", tmp_path, "--rebalance-interval", "1",
+                               "--min-move-interval", "0", "--drain-grace", "2", "--drain-timeout", "30",
+                               "--move-timeout", "90")
+    failed_before = request.session.testsfailed
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        if request.session.testsfailed > failed_before:
+            print(operator.log()[-8000:])
+
+
+def manifest(name: str, namespace: str, models: Path, *, gpus: int, replicas: int, tensor: int = 1,
+             triton: bool = True, policy: str | None = None) -> str:
+    spec: dict[str, Any] = {"models": [{"name": "simple"}], "modelRepository": {"uri": str(models)},
+                            "replicas": replicas, "gpus": {"count": gpus},
+                            "parallelism": {"tensorParallel": tensor}}
+    if not triton:
+        spec["runtime"] = {"image": PLACEHOLDER_IMAGE}
+    if policy:
+        spec["scheduling"] = {"policy": policy}
+    return json.dumps({"apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
+                       "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+
+def get(kubectl: Kubectl, *args: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", *args, "-o", "json").stdout)
+
+
+@pytest.mark.timeout(240)
+def test_a_fragmented_cluster_is_defragmented_without_a_failed_request(kubectl: Kubectl, operator: OperatorProcess,
+                                                                       models: Path) -> None:
+    with scratch_namespace(kubectl, "rebal") as namespace:
+        def pods(service: str) -> list[dict[str, Any]]:
+            return [p for p in get(kubectl, "pods", "-n", namespace, "-l",
+                                   f"serving.trireme.io/service={service}")["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+
+        def endpoints() -> list[str]:
+            found = get(kubectl, "endpoints", "-n", namespace, "web")
+            return [f"{a['ip']}:8000" for s in found.get("subsets") or [] for a in s.get("addresses") or []]
+
+        def ready(service: str) -> int:
+            return int(get(kubectl, "tis", "-n", namespace, service).get("status", {}).get("readyReplicas") or 0)
+
+        # -- two Triton replicas spread over both nodes: one GPU free on each -----------------------------------
+        kubectl("apply", "-f", "-", input=manifest("web", namespace, models, gpus=1, replicas=2, policy="spread"))
+        wait_for(lambda: ready("web") == 2, timeout=90, interval=0.5, what="both replicas of web ready")
+        before = {p["spec"]["nodeName"] for p in pods("web")}
+        assert before == {"small-0", "small-1"}, f"spread placed web on {before}"
+        wait_for(lambda: len(endpoints()) == 2, timeout=20, interval=0.3, what="two endpoints")
+        load = LoadGenerator(endpoints, rate=8.0, timeout_s=20.0)
+        load.start()
+        try:
+            wait_for(lambda: load.snapshot().succeeded >= 5, timeout=30, interval=0.3, what="inferences served")
+
+            # -- a tensor-parallel replica needing a whole node: it fits only after a move ------------------
+            kubectl("apply", "-f", "-", input=manifest("tp", namespace, models, gpus=2, replicas=1, tensor=2,
+                                                        triton=False))
+            fewest = [2]
+
+            def placed() -> dict[str, Any] | None:
+                fewest[0] = min(fewest[0], len(endpoints()))
+                found = pods("tp")
+                return found[0] if found and found[0]["spec"].get("nodeName") and pod_is_ready(found[0]) else None
+
+            tp = wait_for(placed, timeout=150, interval=0.5, what="the tensor-parallel replica placed and ready")
+            wait_for(lambda: ready("web") == 2 and len(pods("web")) == 2, timeout=60, interval=0.5,
+                     what="web back to two replicas, the old one deleted")
+            succeeded = load.snapshot().succeeded
+            wait_for(lambda: load.snapshot().succeeded >= succeeded + 5, timeout=30, interval=0.3,
+                     what="inferences served after the move")
+        finally:
+            load.stop()
+        after = load.snapshot()
+        assert after.failed == 0 and after.retried == 0, after.last_error
+
+        # the tensor-parallel replica has a node to itself; web's replicas share the other
+        web_nodes = [p["spec"]["nodeName"] for p in pods("web")]
+        assert tp["spec"]["nodeName"] not in web_nodes and len(set(web_nodes)) == 1, (tp["spec"]["nodeName"],
+                                                                                     web_nodes)
+        assert sorted(tp["metadata"]["annotations"]["trireme.io/gpus"].split(",")) == ["0", "1"]
+        assert fewest[0] >= 2, "a replica left the Service before its replacement served"
+        events = [(e["involvedObject"]["name"], e["reason"], e["message"])
+                  for e in get(kubectl, "events", "-n", namespace)["items"]]
+        reasons = {(name, reason) for name, reason, _ in events}
+        assert {("web", "Moving"), ("web", "Moved"), ("tp", "Defragmenting")} <= reasons, events
+        moving = next(m for name, reason, m in events if reason == "Moving")
+        assert "make room" in moving, moving
