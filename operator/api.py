@@ -69,6 +69,8 @@ SCALE_SUBRESOURCE = {"specReplicasPath": ".spec.replicas", "statusReplicasPath":
 PRINTER_COLUMNS = (
     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas",
      "description": "Replicas asked for (spec.replicas)."},
+    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",
+     "description": "Replicas wanted now: spec.replicas, or with autoscaling the autoscaler's count."},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas",
      "description": "Replicas whose Triton servers report every model ready."},
     {"name": "GPUs", "type": "integer", "jsonPath": ".spec.gpus.count",

@@ -203,7 +203,9 @@ class Autoscaler:
         if decision is None or not decision.metrics_available:
             wanted = max(current, before)
             wanted = max(settings.min_replicas, min(settings.max_replicas, wanted))
-            action, reason = "hold", f"holding {wanted} replicas: {problem}"
+            # decide's own hold already says what it holds; a failed reading is said here
+            reason = problem if problem.startswith("holding ") else f"holding {_count(wanted)}: {problem}"
+            action = "hold"
         else:
             wanted, action, reason = decision.desired_replicas, decision.action, decision.reason
         self._metrics_state(obj, memory, problem, now)
@@ -397,6 +399,10 @@ class Autoscaler:
                       "neededReplicas": seen.needed_replicas}
             block["metrics"] = {k: round(float(v), 3) for k, v in values.items() if math.isfinite(v) and v >= 0}
         return block
+
+
+def _count(replicas: int) -> str:
+    return f"{replicas} replica" if replicas == 1 else f"{replicas} replicas"
 
 
 def _replicas(pods: Iterable[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:

@@ -56,7 +56,7 @@ def test_crd_names_and_subresources() -> None:
                                                 "statusReplicasPath": ".status.replicas",
                                                 "labelSelectorPath": ".status.selector"}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Replicas", "Ready", "GPUs", "Policy", "Age"]
+    assert columns == ["Replicas", "Desired", "Ready", "GPUs", "Policy", "Age"]
 
 
 def _fields(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -258,7 +258,7 @@ def test_apply_the_example_gets_defaults(kubectl: Run, ns: str) -> None:
 def test_get_shows_the_printer_columns(kubectl: Run, ns: str) -> None:
     kubectl("apply", "-n", ns, "-f", str(EXAMPLE))
     lines = kubectl("get", "tis", "-n", ns).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "REPLICAS", "READY", "GPUS", "POLICY", "AGE"]
+    assert lines[0].split() == ["NAME", "REPLICAS", "DESIRED", "READY", "GPUS", "POLICY", "AGE"]
     assert lines[1].split()[:2] == ["simple", "1"] and "trireme" in lines[1].split()
     wide = kubectl("get", "tis", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-3:] == ["GPU-FRACTION", "GPU-MEMORY", "ENDPOINT"]
