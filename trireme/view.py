@@ -3,8 +3,9 @@
 The demo reads nodes, pods, InferenceServices and Events from the API server; this
 module turns those objects into small frozen records (``Frame``) and draws a frame
 with rich: nodes × GPUs with the replica holding each GPU (one colour per service),
-the services and their replicas, the load generator's rate and latency, Triton's
-own figures from Prometheus, and the latest Events. Building and drawing are pure
+the services and their replicas, what the autoscaler decided and why (from the
+service's status), the load generator's rate and latency, Triton's own figures from
+Prometheus, and the latest Events. Building and drawing are pure
 functions of their inputs, so a frame renders the same in the live terminal, in a
 test, or in a recorded console.
 """
@@ -25,6 +26,8 @@ from trireme.loadgen import LoadSnapshot
 
 GPU_ANNOTATION = "trireme.io/gpus"
 SERVICE_LABEL = "serving.trireme.io/service"
+SERVING_LABEL = "serving.trireme.io/serving"
+"""The autoscaler turns this pod label "false" to take a replica out of the Service before deleting it."""
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_green", "bright_magenta")
 MAX_NODE_ROWS = 16
 MAX_REPLICA_ROWS = 16
@@ -47,7 +50,7 @@ class ReplicaView:
     name: str
     service: str
     state: str
-    """Pending, Unschedulable, Starting, Running, Ready or Terminating."""
+    """Pending, Unschedulable, Starting, Running, Ready, Draining or Terminating."""
     node: str | None = None
     gpus: tuple[int, ...] = ()
     ip: str | None = None
@@ -56,14 +59,34 @@ class ReplicaView:
 
 
 @dataclass(frozen=True)
+class AutoscalerView:
+    """A service's ``spec.autoscaling`` and the latest decision in ``status.autoscaler``."""
+
+    min_replicas: int
+    max_replicas: int
+    signal: str
+    target: float | None = None
+    latency_slo_ms: int | None = None
+    action: str = ""
+    """scale-up, scale-down, steady or hold; empty before the first decision."""
+    reason: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """status.autoscaler.metrics: requestRate, queueTimeMilliseconds, pendingRequests, neededReplicas..."""
+    draining: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServiceView:
     name: str
     desired: int
+    """status.desiredReplicas once the operator wrote it (the autoscaler's count), else spec.replicas."""
     replicas: int
     ready: int
     gpus_per_replica: int | None = None
     problem: str = ""
     """Why it is not all ready or placed (the Scheduled condition's message), if anything is wrong."""
+    autoscaler: AutoscalerView | None = None
+    """Set when ``spec.autoscaling`` is enabled."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +179,8 @@ def _replica(pod: Mapping[str, Any]) -> ReplicaView:
     message = ""
     if meta.get("deletionTimestamp"):
         state = "Terminating"
+    elif (meta.get("labels") or {}).get(SERVING_LABEL) == "false":
+        state = "Draining"
     elif not node:
         unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
         state = "Unschedulable" if unschedulable else "Pending"
@@ -181,13 +206,29 @@ def _service(obj: Mapping[str, Any]) -> ServiceView:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     scheduled, ready = _condition(obj, "Scheduled"), _condition(obj, "Ready")
     problem = ""
-    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+    if scheduled.get("status") == "False" and scheduled.get("reason") in ("Unschedulable", "InsufficientGPUs"):
         problem = scheduled.get("message", "")
     elif ready.get("status") == "False" and ready.get("reason") == "InvalidSpec":
         problem = ready.get("message", "")
-    return ServiceView(name=obj["metadata"]["name"], desired=int(spec.get("replicas", 0) or 0),
+    desired = status.get("desiredReplicas")
+    return ServiceView(name=obj["metadata"]["name"],
+                       desired=int((spec.get("replicas", 0) if desired is None else desired) or 0),
                        replicas=int(status.get("replicas", 0) or 0), ready=int(status.get("readyReplicas", 0) or 0),
-                       gpus_per_replica=(spec.get("gpus") or {}).get("count"), problem=problem)
+                       gpus_per_replica=(spec.get("gpus") or {}).get("count"), problem=problem,
+                       autoscaler=autoscaler_view(spec.get("autoscaling") or {}, status.get("autoscaler") or {}))
+
+
+def autoscaler_view(spec: Mapping[str, Any], status: Mapping[str, Any]) -> AutoscalerView | None:
+    """A service's ``spec.autoscaling`` and ``status.autoscaler`` (dicts); None when autoscaling is off."""
+    if not spec.get("enabled"):
+        return None
+    low = int(spec.get("minReplicas", 1) or 1)
+    metrics = {str(k): float(v) for k, v in (status.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    return AutoscalerView(min_replicas=low, max_replicas=int(spec.get("maxReplicas") or low),
+                          signal=str(spec.get("signal") or "queueTime"), target=spec.get("target"),
+                          latency_slo_ms=spec.get("latencySLOMilliseconds"), action=str(status.get("action") or ""),
+                          reason=str(status.get("reason") or ""), metrics=metrics,
+                          draining=tuple(status.get("draining") or ()))
 
 
 def _event(obj: Mapping[str, Any]) -> EventView:
@@ -229,15 +270,27 @@ def colours(services: Iterable[str]) -> dict[str, str]:
 
 
 STATE_STYLES = {"Ready": "bold green", "Running": "yellow", "Starting": "yellow", "Pending": "dim",
-                "Unschedulable": "bold red", "Terminating": "magenta"}
+                "Unschedulable": "bold red", "Draining": "cyan", "Terminating": "magenta"}
+ACTION_STYLES = {"scale-up": "bold green", "scale-down": "bold cyan", "steady": "", "hold": "bold yellow"}
+EVENT_STYLES = {"ScaledUp": "bold green", "ScaledDown": "bold cyan", "Drained": "cyan", "InsufficientGPUs": "bold red",
+                "MetricsUnavailable": "bold red", "MetricsAvailable": "green"}
+"""The autoscaler's Events stand out among the scheduling ones."""
+SIGNALS = {"requestRate": ("request rate", "/s per replica"), "queueTime": ("queue time", " ms"),
+           "pendingRequests": ("pending requests", " per replica"), "gpuUtilization": ("GPU utilisation", " %")}
+METRICS = (("requestRate", "{:.1f} req/s"), ("queueTimeMilliseconds", "queue {:.1f} ms"),
+           ("computeTimeMilliseconds", "compute {:.1f} ms"), ("pendingRequests", "pending {:g}"),
+           ("signalValue", "signal {:.2f}"), ("neededReplicas", "needs {:g}"))
+"""status.autoscaler.metrics as the view prints them, in this order."""
 
 
 def render(frame: Frame) -> RenderableType:
     """The whole screen for ``frame``."""
     names = [s.name for s in frame.cluster.services] + [r.service or r.name for r in frame.cluster.replicas]
     palette = colours(names)
-    parts: list[RenderableType] = [_header(frame), _gpus(frame.cluster, palette), _services(frame.cluster, palette),
-                                   _replicas(frame, palette), _load(frame), _events(frame.cluster)]
+    parts: list[RenderableType] = [_header(frame), _gpus(frame.cluster, palette), _services(frame.cluster, palette)]
+    if any(s.autoscaler for s in frame.cluster.services):
+        parts.append(_autoscalers(frame.cluster, palette))
+    parts += [_replicas(frame, palette), _load(frame), _events(frame.cluster)]
     return Group(*parts)
 
 
@@ -308,17 +361,57 @@ def _replica_label(replica: ReplicaView) -> str:
 
 def _services(cluster: ClusterView, palette: Mapping[str, str]) -> RenderableType:
     table = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
-    for column in ("service", "ready/desired", "GPUs each", "problem"):
+    for column in ("service", "ready/desired", "scaling", "GPUs each", "problem"):
         table.add_column(column, no_wrap=column != "problem")
     for service in cluster.services:
         ready_style = "green" if service.ready >= service.desired > 0 else "yellow"
+        auto = service.autoscaler
         table.add_row(Text(service.name, style=palette.get(service.name, "")),
                       Text(f"{service.ready}/{service.desired}", style=ready_style),
+                      f"autoscaler {auto.min_replicas}-{auto.max_replicas}" if auto else "spec.replicas",
                       "-" if service.gpus_per_replica is None else str(service.gpus_per_replica),
                       Text(service.problem, style="red"))
     if not cluster.services:
         table.add_row(Text("no InferenceServices yet", style="dim"))
     return Panel(table, title="InferenceServices", title_align="left", border_style="blue")
+
+
+def objective(auto: AutoscalerView) -> str:
+    """What the autoscaler holds the service to: ``request rate, target 12/s per replica; latency under 100 ms``."""
+    name, unit = SIGNALS.get(auto.signal, (auto.signal, ""))
+    text = f"{name}, target {auto.target:g}{unit}" if auto.target is not None else f"{name}, default target"
+    return text + (f"; mean latency under {auto.latency_slo_ms} ms" if auto.latency_slo_ms else "")
+
+
+def metrics_text(metrics: Mapping[str, float]) -> str:
+    """``28.1 req/s · queue 250.0 ms · ... · needs 3``: the figures behind a decision."""
+    return " · ".join(form.format(metrics[key]) for key, form in METRICS if key in metrics) or "-"
+
+
+def _autoscalers(cluster: ClusterView, palette: Mapping[str, str]) -> RenderableType:
+    table = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False, show_header=False)
+    table.add_column("label", no_wrap=True, style="dim")
+    table.add_column("value", overflow="fold")
+    for service in cluster.services:
+        auto = service.autoscaler
+        if auto is None:
+            continue
+        decision = Text()
+        decision.append(service.name, style=f"bold {palette.get(service.name, '')}".strip())
+        if auto.action:
+            decision.append(f"  {auto.action}", style=ACTION_STYLES.get(auto.action, ""))
+            decision.append(f" → desiredReplicas {service.desired}")
+        else:
+            decision.append("  no decision yet (it needs two readings of Triton's metrics)", style="dim")
+        table.add_row("decision", decision)
+        table.add_row("rule", Text(f"{auto.min_replicas}-{auto.max_replicas} replicas, {objective(auto)}",
+                                   style="dim"))
+        if auto.reason:
+            table.add_row("why", auto.reason)
+            table.add_row("metrics", metrics_text(auto.metrics))
+        if auto.draining:
+            table.add_row("draining", Text(", ".join(auto.draining), style="cyan"))
+    return Panel(table, title="Autoscaler (status.autoscaler)", title_align="left", border_style="blue")
 
 
 def _replicas(frame: Frame, palette: Mapping[str, str]) -> RenderableType:
@@ -385,8 +478,9 @@ def _events(cluster: ClusterView) -> RenderableType:
     for event in cluster.events[-EVENT_ROWS:]:
         stamp = event.at.astimezone().strftime("%H:%M:%S") if event.at else "-"
         count = f" (×{event.count})" if event.count > 1 else ""
-        table.add_row(stamp, Text(event.type, style="red" if event.type == "Warning" else "dim"), event.reason,
-                      event.object, Text(event.message + count, overflow="fold"))
+        table.add_row(stamp, Text(event.type, style="red" if event.type == "Warning" else "dim"),
+                      Text(event.reason, style=EVENT_STYLES.get(event.reason, "")), event.object,
+                      Text(event.message + count, overflow="fold"))
     if not cluster.events:
         table.add_row(Text("no events yet", style="dim"))
     return Panel(table, title="Recent events", title_align="left", border_style="blue")
@@ -398,5 +492,5 @@ def summary_lines(cluster: ClusterView) -> Sequence[str]:
             for r in cluster.replicas]
 
 
-__all__ = ["ClusterView", "EventView", "Frame", "NodeView", "ReplicaView", "ServiceView", "TritonFigures", "colours",
-           "render", "summary_lines"]
+__all__ = ["AutoscalerView", "ClusterView", "EventView", "Frame", "NodeView", "ReplicaView", "ServiceView",
+           "TritonFigures", "autoscaler_view", "colours", "metrics_text", "objective", "render", "summary_lines"]

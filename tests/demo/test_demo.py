@@ -1,5 +1,7 @@
 """``trireme demo --headless`` end to end: a real local cluster, the operator, Triton replicas
-and Prometheus in one process; the run must scale, serve, summarise and leave no process behind."""
+and Prometheus in one process; the demo changes only the load, the operator's autoscaler scales the
+service out and back in, and the run must serve without a failure, summarise and leave no process
+behind."""
 
 from __future__ import annotations
 
@@ -23,11 +25,11 @@ MARK = "TRIREME_DEMO_TEST"
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_headless_demo_scales_serves_and_leaves_nothing_behind(tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
     output = tmp_path / "demo.out"
-    command = [str(Path(sys.executable).parent / "trireme"), "demo", "--headless", "--duration", "120",
+    command = [str(Path(sys.executable).parent / "trireme"), "demo", "--headless", "--duration", "220",
                "--profile", str(PROFILE), "--kubeconfig", str(tmp_path / "kubeconfig"),
                "--work-dir", str(tmp_path / "work")]
     with output.open("w") as out:
@@ -38,7 +40,7 @@ def test_headless_demo_scales_serves_and_leaves_nothing_behind(tmp_path: Path) -
             wait_for(lambda: demo.poll() is not None
                      or any("tritonserver" in cmd for _, cmd in marked_processes(MARK, mark)),
                      timeout=90, interval=0.2, what="a tritonserver started by the demo")
-            demo.wait(timeout=130)
+            demo.wait(timeout=240)
         finally:
             if demo.poll() is None:
                 demo.kill()
@@ -47,19 +49,27 @@ def test_headless_demo_scales_serves_and_leaves_nothing_behind(tmp_path: Path) -
     log = (tmp_path / "work" / "trireme-demo.log")
     assert demo.returncode == 0, text + (log.read_text()[-4000:] if log.exists() else "")
     assert f"follow it    kubectl --kubeconfig {tmp_path / 'kubeconfig'} get tis" in text
-    assert "result: OK: reached 3 ready replicas of simple" in text
+    assert ("result: OK: simple scaled out to 3 ready replicas under load, then back in to 1 ready replica "
+            "after it") in text
 
     succeeded, failed = map(int, re.search(r"(\d+) succeeded, (\d+) failed", text).groups())
-    assert succeeded > 0 and failed <= max(2, 0.02 * succeeded)
-    spread = re.search(r"per replica\s+(.*)", text).group(1)
+    assert succeeded > 0 and failed == 0
+    spread = re.search(r"^  per replica\s+(.*)", text, re.M).group(1)
     assert spread.count(":8000 ") == 3, spread  # the load followed the replicas as they came
-    history = re.search(r"replicas\s+simple: (.*)", text).group(1)
-    assert re.search(r"1/1 at [\d.]+s .*3/3 at [\d.]+s .*2/2 at [\d.]+s", history), history
+    history = re.search(r"^  replicas\s+simple: (.*)", text, re.M).group(1)
+    assert re.search(r"1/1 at [\d.]+s .*3/3 at [\d.]+s .*1/1 at [\d.]+s", history), history
+    # the operator's autoscaler decided from Triton's metrics (its Events say so); the demo changed the load
+    assert re.search(r"event ScaledUp tis/simple: [12] → 3 replicas: scale-up to 3: ", text), text
+    assert re.search(r"event ScaledDown tis/simple: 2 → 1 replicas: scale-down to 1: requests per second", text)
+    assert re.search(r"autoscaler\s+simple at [\d.]+s: scale-(up|down), desiredReplicas \d: ", text)
+    assert "scenario: scaled" not in text and "event Scaled " not in text
+    assert "scenario: load steps up: 10 → 30 inferences/s" in text and "scenario: load eases" in text
+    reasons = dict(re.findall(r"(\w+) (\d+)", re.search(r"events\s+\d+ \((.*)\)", text).group(1)))
+    assert int(reasons.get("Drained", 0)) >= 2, reasons  # the extra replicas were drained before deletion
     placed = dict(re.findall(r"placed\s+(simple-r\d) on (\S+, GPUs \S+)", text))
     assert sorted(placed) == ["simple-r0", "simple-r1", "simple-r2"]
     assert len(set(placed.values())) == 3  # three different GPUs
     assert "unschedulable  large: large-r0: needs 4× GPU on one node" in text
-    assert re.search(r"events\s+\d+ \(.*Scaled 2", text)
     assert "FailedScheduling" in text
 
     assert marked_processes(MARK, mark) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -129,3 +128,75 @@ def test_each_service_keeps_its_colour() -> None:
 
 def test_summary_lines_list_placements() -> None:
     assert summary_lines(STATE)[1].split() == ["simple-r0", "Ready", "small-0", "GPUs", "0"]
+
+
+AUTOSCALING = {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "signal": "requestRate", "target": 12,
+               "latencySLOMilliseconds": 100}
+DECISION = {"action": "scale-up", "reason": "scale-up to 3: mean latency 180 ms exceeds the objective 100 ms",
+            "lastDecisionTime": "2026-01-01T00:00:09Z", "draining": ["simple-r2"],
+            "metrics": {"requestRate": 28.14, "queueTimeMilliseconds": 250.0, "pendingRequests": 8,
+                        "neededReplicas": 3}}
+
+
+def autoscaled(spec_replicas: int = 1, **status: Any) -> dict[str, Any]:
+    obj = tis("simple", spec_replicas, 1, 1)
+    obj["spec"]["autoscaling"] = AUTOSCALING
+    obj["status"].update(status)
+    return obj
+
+
+@pytest.mark.parametrize("obj, desired, action", [
+    pytest.param(tis("simple", 2, 2, 1), 2, None, id="fixed-count-from-the-spec"),
+    pytest.param(autoscaled(1), 1, "", id="autoscaled-before-the-operator-wrote-status"),
+    pytest.param(autoscaled(1, desiredReplicas=3, autoscaler=DECISION), 3, "scale-up", id="the-autoscaler-decides"),
+    pytest.param(autoscaled(1, desiredReplicas=0), 0, "", id="a-zero-in-status-is-a-count"),
+])
+def test_desired_replicas_come_from_status(obj: dict[str, Any], desired: int, action: str | None) -> None:
+    service = ClusterView.from_objects([], [], [obj], []).services[0]
+    assert service.desired == desired
+    assert (service.autoscaler.action if service.autoscaler else None) == action
+
+
+@pytest.mark.parametrize("labels, deleting, state", [
+    pytest.param({"serving.trireme.io/serving": "true"}, False, "Ready", id="serving"),
+    pytest.param({"serving.trireme.io/serving": "false"}, False, "Draining", id="taken-out-of-the-service"),
+    pytest.param({"serving.trireme.io/serving": "false"}, True, "Terminating", id="drained-and-deleted"),
+])
+def test_a_draining_replica_is_shown_as_such(labels: dict[str, str], deleting: bool, state: str) -> None:
+    obj = pod("simple-r1", "simple", "small-0", "1", ready=True, phase="Running", deleting=deleting)
+    obj["metadata"]["labels"].update(labels)
+    assert ClusterView.from_objects([], [obj], [], []).replicas[0].state == state
+
+
+def test_insufficient_gpus_is_a_problem_of_the_service() -> None:
+    obj = autoscaled(1, desiredReplicas=2, conditions=[
+        {"type": "Scheduled", "status": "False", "reason": "InsufficientGPUs",
+         "message": "the load needs 3 replicas but the free GPUs place 2"}])
+    assert ClusterView.from_objects([], [], [obj], []).service("simple").problem.startswith("the load needs 3")
+
+
+def test_the_autoscaler_panel_shows_the_decision_why_and_the_metrics() -> None:
+    cluster = ClusterView.from_objects(
+        nodes=[node("small-0", 2)],
+        pods=[pod("simple-r0", "simple", "small-0", "0", ready=True, phase="Running")],
+        services=[autoscaled(1, desiredReplicas=3, autoscaler=DECISION), tis("large", 1, 0, 4)],
+        events=[event("2026-01-01T00:00:09Z", "ScaledUp", "InferenceService", "simple",
+                      "1 → 3 replicas: scale-up to 3: mean latency 180 ms exceeds the objective 100 ms"),
+                event("2026-01-01T00:00:20Z", "Drained", "InferenceService", "simple",
+                      "replica 2 (simple-r2) drained and deleted")])
+    text = draw(Frame(cluster=cluster, load=LOAD))
+    lines = text.splitlines()
+    assert "Autoscaler (status.autoscaler)" in text
+    decision = next(line for line in lines if "decision" in line)
+    assert "scale-up → desiredReplicas 3" in decision
+    assert "1-3 replicas, request rate, target 12/s per replica; mean latency under 100 ms" in text
+    assert "mean latency 180 ms exceeds the objective 100 ms" in next(line for line in lines if "why" in line)
+    assert "28.1 req/s · queue 250.0 ms · pending 8 · needs 3" in text
+    assert "simple-r2" in next(line for line in lines if "draining" in line)
+    assert "1/3" in next(line for line in lines if "autoscaler 1-3" in line)
+    assert "spec.replicas" in next(line for line in lines if line.startswith("│ large"))
+    assert any("ScaledUp" in line for line in lines) and any("Drained" in line for line in lines)
+
+
+def test_without_autoscaled_services_there_is_no_autoscaler_panel() -> None:
+    assert "Autoscaler" not in draw(Frame(cluster=STATE))
