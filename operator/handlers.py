@@ -80,7 +80,7 @@ class Context:
         drainer = Drainer(client.CoreV1Api(api), settings)
         context = cls(settings, api, loop, metrics, identity,
                       Autoscaler(api, settings, loop.simulate, events, drainer=drainer),
-                      Rebalancer(api, settings, loop, events, models_ready, drainer))
+                      Rebalancer(api, settings, loop, events, models_ready, drainer, observe=metrics.move))
         loop.record_event = events
         return context
 

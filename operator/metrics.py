@@ -3,7 +3,7 @@
 Trireme reads Triton's metrics to scale services; this module is about the operator itself:
 how long reconciles take and how they end, how scheduling goes (attempts by result, the time
 from a pod's creation to its binding, the length of a scheduling cycle), how many replicas
-wait for GPUs per service, how often a bind fails, which version runs, and whether this
+wait for GPUs per service, how rebalancing moves go, how often a bind fails, which version runs, and whether this
 replica leads. Every metric lives in the ``CollectorRegistry`` of one ``OperatorMetrics``
 rather than in prometheus-client's global registry, so two operators in one process (tests)
 never share counters.
@@ -42,6 +42,9 @@ CYCLE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 RESULTS = ("bound", "unschedulable", "error")
 """Results of one scheduling attempt of one pod."""
+MOVE_STEPS = ("started", "done", "abandoned")
+"""What happens to a rebalancing move: started (new replica bound), done (old one drained and deleted),
+abandoned (the new replica never served)."""
 
 
 def _version() -> str:
@@ -79,10 +82,16 @@ class OperatorMetrics:
         self.leader = Gauge(
             "trireme_leader", "1 while this operator replica acts, 0 while it stands by for a peer "
             "of higher priority.", registry=self.registry)
+        self.moves = Counter(
+            "trireme_rebalance_moves", "Make-before-break moves of replicas by the rebalancer, by step (started, "
+            "done: the old replica drained and deleted, abandoned: the new replica never served).",
+            ["step"], registry=self.registry)
         self.build = Info("trireme_build", "The running Trireme.", registry=self.registry)
         self.build.info({"version": _version()})
         for result in RESULTS:  # every series exists from the start, so rate() sees the first increment
             self.scheduling_attempts.labels(result)
+        for step in MOVE_STEPS:
+            self.moves.labels(step)
         self._services: set[tuple[str, str]] = set()
 
     def reconciled(self, result: str, seconds: float) -> None:
@@ -99,6 +108,10 @@ class OperatorMetrics:
             now = now or datetime.now(UTC)
             since = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
             self.scheduling_latency.observe(max(0.0, (now - since).total_seconds()))
+
+    def move(self, step: str) -> None:
+        """A rebalancing move reached ``step`` (one of ``MOVE_STEPS``)."""
+        self.moves.labels(step).inc()
 
     def scheduling_cycle_took(self, seconds: float) -> None:
         """A scheduling cycle with pending pods took ``seconds``."""

@@ -78,7 +78,7 @@ class Rebalancer:
 
     def __init__(self, api: client.ApiClient, settings: OperatorSettings, scheduling: SchedulingLoop,
                  record_event: EventSink, models_ready: ModelsReady, drainer: Drainer | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, observe: Callable[[str], None] | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.settings = settings
         self.scheduling = scheduling
@@ -86,6 +86,8 @@ class Rebalancer:
         self.models_ready = models_ready
         self.drainer = drainer or Drainer(self.core, settings)
         self.clock = clock
+        self.observe = observe or (lambda step: None)
+        """Told of each move's steps: "started", "done", "abandoned" (for metrics)."""
         self.planned_at: float | None = None
         self.in_flight: int | None = None
         """Moves in flight at the latest read (None before the first): with none, passes between plans
@@ -138,6 +140,7 @@ class Rebalancer:
             return
         self.drainer.delete(old)
         self._patch_annotations(new, {REPLACES_ANNOTATION: None})
+        self.observe("done")
         if owner is not None:
             self.record_event(owner, "Normal", "Moved",
                               f"pod {_name(new)} serves on node {_node(new)}; pod {_name(old)} on node "
@@ -157,6 +160,7 @@ class Rebalancer:
             self.drainer.restore(move.old)
         self._patch_annotations(move.old, {MOVED_AT_ANNOTATION: rfc3339(now)})
         self.drainer.delete(move.new)
+        self.observe("abandoned")
         if owner is not None:
             self.record_event(owner, "Warning", "MoveFailed",
                               f"pod {_name(move.new)} on node {_node(move.new)} did not serve within "
@@ -291,6 +295,7 @@ class Rebalancer:
                 log.warning("starting the move of %s failed: %s", move.pod, exc)
                 break
             started.append(StartedMove(move, new["metadata"]["name"]))
+            self.observe("started")
             self.record_event(owner, "Normal", "Moving",
                               f"pod {_name(old)} moves from node {move.from_node} to node {move.to_node} "
                               f"(GPUs {list(move.gpu_indices)}) as pod {new['metadata']['name']}: "

@@ -137,6 +137,7 @@ class Harness:
     events: list[tuple[str, str, str, str]]
     triton: dict[str, tuple[float, float]]
     models_ready: set[str]
+    steps: list[str]
 
     def step(self, advance: float = 0.0) -> list[Any]:
         self.clock[0] += advance
@@ -158,14 +159,15 @@ def harness_for(cluster: FakeCluster, settings: OperatorSettings = SETTINGS) -> 
     events: list[tuple[str, str, str, str]] = []
     triton: dict[str, tuple[float, float]] = {}
     ready: set[str] = set()
+    steps: list[str] = []
     drainer = Drainer(cluster, settings, probe=lambda ip, timeout: triton.get(ip, (0.0, 0.0)))  # type: ignore[arg-type]
     rebalancer = Rebalancer(client.ApiClient(), settings, cluster,  # type: ignore[arg-type]
                             lambda obj, kind, reason, message: events.append((obj["metadata"]["name"], kind, reason,
                                                                                message)),
                             lambda pods, models, timeout: {p["metadata"]["name"] for p in pods} & ready,
-                            drainer, clock=lambda: clock[0])
+                            drainer, clock=lambda: clock[0], observe=steps.append)
     rebalancer.core = cluster  # type: ignore[assignment]  # every API call goes to the fake cluster
-    return Harness(cluster, rebalancer, clock, events, triton, ready)
+    return Harness(cluster, rebalancer, clock, events, triton, ready, steps)
 
 
 @pytest.fixture
@@ -209,6 +211,7 @@ def test_a_move_is_make_before_break(harness: Harness) -> None:
     assert REPLACES_ANNOTATION not in cluster.pods["web-r2"]["metadata"]["annotations"]
     assert harness.reasons()[-1] == ("web", "Moved")
     assert cluster.bound == [Bind("ns/web-r2", started.move.to_node, (1,))]
+    assert harness.steps == ["started", "done"]
 
 
 def test_a_replacement_that_never_serves_is_abandoned() -> None:
@@ -222,6 +225,7 @@ def test_a_replacement_that_never_serves_is_abandoned() -> None:
     assert all(p["metadata"]["labels"][SERVING_LABEL] == "true" for p in harness.cluster.pods.values())
     (again,) = harness.step(advance=30.0)  # the next plan moves the other replica: the attempt counts as a move
     assert again.move.pod != started.move.pod
+    assert harness.steps == ["started", "abandoned", "started"]
 
 
 def test_a_failed_replacement_puts_a_draining_original_back() -> None:
