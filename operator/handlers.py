@@ -36,6 +36,7 @@ from trireme.operator import metrics as operator_metrics
 from trireme.operator.api import GROUP, PLURAL, TRITON_HTTP_PORT, VERSION, InferenceService, InvalidInferenceService
 from trireme.operator.autoscaling import Autoscaler
 from trireme.operator.draining import Drainer
+from trireme.operator.loadmetrics import read_gpu_utilization
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
 from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, counted_pods, desired_pdb,
@@ -78,9 +79,14 @@ class Context:
             record_event(context, obj, kind, reason, message)
 
         drainer = Drainer(client.CoreV1Api(api), settings)
-        context = cls(settings, api, loop, metrics, identity,
-                      Autoscaler(api, settings, loop.simulate, events, drainer=drainer),
-                      Rebalancer(api, settings, loop, events, models_ready, drainer, observe=metrics.move))
+        autoscaler = Autoscaler(api, settings, loop.simulate, events, drainer=drainer)
+
+        def utilisation(at: float) -> Mapping[tuple[str, str], float]:
+            return read_gpu_utilization(autoscaler.query, autoscaler.prometheus, at)
+
+        context = cls(settings, api, loop, metrics, identity, autoscaler,
+                      Rebalancer(api, settings, loop, events, models_ready, drainer, observe=metrics.move,
+                                 utilisation=utilisation))
         loop.record_event = events
         return context
 

@@ -229,6 +229,28 @@ def read_service_load(query: Query, settings: PrometheusSettings, namespace: str
     return ServiceLoad(at, tuple(replicas))
 
 
+def read_gpu_utilization(query: Query, settings: PrometheusSettings, at: float) -> dict[tuple[str, str], float]:
+    """Mean utilisation (0–1) of each pod's GPUs, by (namespace, pod), for every pod whose Triton reports
+    one: the rebalancer's measure of hot nodes. Empty where no Triton runs on a GPU (hot spots are then
+    judged by replica counts alone); raises ``MetricsUnavailable`` on an answer it cannot trust."""
+    ns, pod = settings.namespace_label, settings.pod_label
+    found: dict[tuple[str, str], float] = {}
+    for series in query(f"avg by ({ns}, {pod}) ({GPU_UTILIZATION})", at):
+        labels = series.get("metric") or {}
+        key = (labels.get(ns, ""), labels.get(pod, ""))
+        if not all(key):
+            raise MetricsUnavailable(f"{GPU_UTILIZATION}: a series lacks the {ns!r} or {pod!r} label ({labels}); "
+                                     f"set the label settings to the labels your Prometheus uses")
+        try:
+            value = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MetricsUnavailable(f"{GPU_UTILIZATION} of pod {key[0]}/{key[1]}: malformed sample "
+                                     f"{series!r}") from exc
+        if math.isfinite(value):
+            found[key] = min(1.0, max(0.0, value))
+    return found
+
+
 def _per_pod(result: list[dict[str, Any]], name: str, settings: PrometheusSettings, namespace: str,
              service: str) -> dict[str, float]:
     """One finite value per pod from an instant-query result, or ``MetricsUnavailable``."""

@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 
 from trireme.operator.api import InferenceService, InvalidInferenceService
 from trireme.operator.draining import Drainer, parse_time, rfc3339
+from trireme.operator.loadmetrics import MetricsUnavailable
 from trireme.operator.reconcile import (MOVE_REASON_ANNOTATION, MOVED_AT_ANNOTATION, REPLACES_ANNOTATION,
                                         STAGE_LABEL, MoveInFlight, is_draining, moves_in_flight, pod_is_ready,
                                         replica_index, replica_pods)
@@ -62,6 +63,8 @@ EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """Records an Event: (involved object, type "Normal"/"Warning", reason, message)."""
 ModelsReady = Callable[[Iterable[Mapping[str, Any]], list[str], float], set[str]]
 """``handlers.models_ready``: the pods (by name) on which Triton reports every listed model ready."""
+PodUtilisation = Callable[[float], Mapping[tuple[str, str], float]]
+"""GPU utilisation (0–1) by (namespace, pod) at a time: ``loadmetrics.read_gpu_utilization``."""
 MERGE = "application/merge-patch+json"
 
 
@@ -78,7 +81,8 @@ class Rebalancer:
 
     def __init__(self, api: client.ApiClient, settings: OperatorSettings, scheduling: SchedulingLoop,
                  record_event: EventSink, models_ready: ModelsReady, drainer: Drainer | None = None,
-                 clock: Callable[[], float] = time.time, observe: Callable[[str], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, observe: Callable[[str], None] | None = None,
+                 utilisation: PodUtilisation | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.settings = settings
         self.scheduling = scheduling
@@ -88,6 +92,8 @@ class Rebalancer:
         self.clock = clock
         self.observe = observe or (lambda step: None)
         """Told of each move's steps: "started", "done", "abandoned" (for metrics)."""
+        self.utilisation = utilisation
+        """Measured GPU utilisation by pod, for hot nodes; None (or a failed reading) plans without it."""
         self.planned_at: float | None = None
         self.in_flight: int | None = None
         """Moves in flight at the latest read (None before the first): with none, passes between plans
@@ -185,10 +191,12 @@ class Rebalancer:
         policy = make_policy(self.scheduling.default_policy,
                              shapes_from_snapshot(snapshot) + workload_shapes(pending))
         budgets = Budgets(now, self._budgets(seen, in_flight), self._last_moved(seen.pods))
+        waiting = bool(in_flight) or any(self.scheduling.is_pending_here(p) for p in seen.pods)
         plan = rebalance(snapshot, pending, policy, movable, budgets,
                          RebalanceSettings(max_moves_per_cycle=slots,
-                                           min_move_interval_s=self.settings.min_move_interval_s))
-        if in_flight or any(self.scheduling.is_pending_here(p) for p in seen.pods):
+                                           min_move_interval_s=self.settings.min_move_interval_s),
+                         utilisation={} if waiting else self._node_utilisation(seen.pods, now))
+        if waiting:
             plan = _room_only(plan, snapshot, movable)
         if not plan.moves:
             return []
@@ -201,6 +209,23 @@ class Rebalancer:
             started = self._start(plan, fresh, movable, now)
         self.in_flight = (self.in_flight or 0) + len(started)
         return started
+
+    def _node_utilisation(self, pods: Iterable[Mapping[str, Any]], now: float) -> dict[str, float]:
+        """Mean measured GPU utilisation of the pods on each node (nodes without a measured pod are left
+        out); empty when nothing is measured or the reading fails, which only disables hot-node moves."""
+        if self.utilisation is None:
+            return {}
+        try:
+            by_pod = self.utilisation(now)
+        except MetricsUnavailable as exc:
+            log.info("planning without GPU utilisation: %s", exc)
+            return {}
+        values: dict[str, list[float]] = {}
+        for pod in pods:
+            measured = by_pod.get((pod["metadata"]["namespace"], pod["metadata"]["name"]))
+            if measured is not None and _node(pod):
+                values.setdefault(_node(pod), []).append(measured)
+        return {node: sum(found) / len(found) for node, found in values.items()}
 
     def _ours(self, pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Pods of this operator's InferenceServices (its scheduler name, in its namespaces)."""

@@ -17,7 +17,8 @@ import pytest
 from trireme.devcluster.prometheus import free_port
 from trireme.devcluster.testing import wait_for
 from trireme.operator.loadmetrics import (COUNTERS, MetricsUnavailable, PrometheusSettings, ServiceLoad,
-                                          prometheus_query, queries, read_service_load, replica_pod_pattern)
+                                          prometheus_query, queries, read_gpu_utilization, read_service_load,
+                                          replica_pod_pattern)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = PrometheusSettings(url="http://prometheus.test:9090")
@@ -92,6 +93,33 @@ def test_no_pods_no_queries() -> None:
     def never(promql: str, at: float) -> list:
         raise AssertionError("queried")
     assert read_service_load(never, SETTINGS, "ns", "x", [], at=1.0) == ServiceLoad(1.0, ())
+
+
+GPU_CASES = [
+    ("none-measured", [], {}),
+    ("per-pod", [{"metric": {"namespace": "a", "pod": "x-r0"}, "value": [1, "0.5"]},
+                 {"metric": {"namespace": "b", "pod": "x-r0"}, "value": [1, "1.2"]}],
+     {("a", "x-r0"): 0.5, ("b", "x-r0"): 1.0}),
+    ("nan-left-out", [{"metric": {"namespace": "a", "pod": "x-r0"}, "value": [1, "NaN"]}], {}),
+    ("no-pod-label", [{"metric": {"namespace": "a"}, "value": [1, "0.5"]}], MetricsUnavailable),
+    ("malformed", [{"metric": {"namespace": "a", "pod": "x-r0"}, "value": []}], MetricsUnavailable),
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), [c[1:] for c in GPU_CASES], ids=[c[0] for c in GPU_CASES])
+def test_gpu_utilisation_by_pod(answer: list[dict[str, Any]], expected: Any) -> None:
+    asked = []
+
+    def query(promql: str, at: float) -> list[dict[str, Any]]:
+        asked.append(promql)
+        return answer
+
+    if expected is MetricsUnavailable:
+        with pytest.raises(MetricsUnavailable, match="nv_gpu_utilization"):
+            read_gpu_utilization(query, SETTINGS, 1.0)
+    else:
+        assert read_gpu_utilization(query, SETTINGS, 1.0) == expected
+    assert asked == ["avg by (namespace, pod) (nv_gpu_utilization)"]
 
 
 def test_an_unreachable_prometheus_is_an_error() -> None:

@@ -274,6 +274,21 @@ def test_budgets_hold_moves_back(budgets: dict[str, int], settings: OperatorSett
     assert sorted(harness.cluster.pods) == ["tp-r0", "web-r0", "web-r1"]
 
 
+def test_a_hot_node_sheds_a_replica_to_a_cool_one() -> None:
+    pods = [pod("web", 0, 1, "a", "0"), pod("db", 0, 1, "a", "1"), pod("web", 1, 1, "b", "0")]
+    cluster = FakeCluster({p["metadata"]["name"]: p for p in pods},
+                          {"ns/web": service("web", 1), "ns/db": service("db", 1)}, {"ns/web": 1, "ns/db": 1})
+    harness = harness_for(cluster)
+    harness.rebalancer.utilisation = lambda at: {("ns", "web-r0"): 0.97, ("ns", "db-r0"): 0.95,
+                                                 ("ns", "web-r1"): 0.1}
+    (started,) = harness.step()
+    assert (started.move.from_node, started.move.to_node) == ("a", "b")
+    assert started.move.reason.startswith("hot-node")
+    harness.rebalancer.utilisation = lambda at: {}  # nothing measured: nothing is hot
+    harness.cluster.pods.pop(started.new_pod)
+    assert harness.step(advance=SETTINGS.rebalance_interval_s) == []
+
+
 def test_one_move_at_a_time_per_plan_interval_and_none_while_the_room_clears(harness: Harness) -> None:
     (started,) = harness.step()
     assert harness.step(advance=1.0) == []  # within the interval: only moves in flight advance
