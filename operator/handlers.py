@@ -39,10 +39,11 @@ from trireme.operator.draining import Drainer
 from trireme.operator.loadmetrics import read_gpu_utilization
 from trireme.operator.leadership import Leadership, own_identity
 from trireme.operator.metrics import Health, OperatorMetrics
-from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL, counted_pods, desired_pdb,
-                                        desired_pods, desired_replica_count, desired_service, disruptions_allowed,
-                                        invalid_status, pod_changes, pod_is_ready, pods_to_label_serving,
-                                        replica_index, replica_indices, selector_string, service_status)
+from trireme.operator.reconcile import (FIELD_MANAGER, REPLICA_LABEL, SERVING_LABEL,
+                                        counted_pods, desired_pdb, desired_pods, desired_replica_count,
+                                        desired_service, disruptions_allowed, drain_first, invalid_status,
+                                        is_draining, pod_changes, pod_is_ready, pods_to_label_serving, replica_index,
+                                        replica_indices, selector_string, service_status)
 from trireme.operator.rebalancing import Rebalancer
 from trireme.operator.scheduling import SchedulingLoop
 from trireme.operator.settings import OperatorSettings
@@ -65,6 +66,9 @@ class Context:
     identity: str = COMPONENT
     autoscaler: Autoscaler | None = None
     rebalancer: Rebalancer | None = None
+    drainer: Drainer | None = None
+    """Drains the replicas a reconcile removes from a service without autoscaling (the autoscaler drains
+    its own); None deletes them at once."""
 
     @classmethod
     def create(cls, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics | None = None,
@@ -86,7 +90,7 @@ class Context:
 
         context = cls(settings, api, loop, metrics, identity, autoscaler,
                       Rebalancer(api, settings, loop, events, models_ready, drainer, observe=metrics.move,
-                                 utilisation=utilisation))
+                                 utilisation=utilisation), drainer)
         loop.record_event = events
         return context
 
@@ -138,19 +142,23 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
         else None
     every = _service_pods(core, namespace, name)
     pods = counted_pods(every)  # a replica being moved counts once; the rebalancer owns the other half
-    # pods get the label the Service selects on before the Service does (pods made by an older operator)
-    for pod_name in pods_to_label_serving(pods, autoscaled):
-        _label_serving(core, namespace, pod_name)
-    _apply_service(context.api, desired_service(tis))
-    _apply_pdb(context.api, desired_pdb(tis))
     wanted = report.desired_replicas if report is not None else desired_replica_count(tis)
     indices = replica_indices(pods, wanted, autoscaled, taken=map(replica_index, every))
     changes = pod_changes(desired_pods(tis, settings.scheduler_name, indices), pods,
                           disruptions_allowed(tis, pods, wanted))
+    drain = drain_first(pods, changes.delete, autoscaled) if context.drainer is not None else []
+    # pods get the label the Service selects on before the Service does (pods made by an older operator)
+    for pod_name in pods_to_label_serving([p for p in pods if p["metadata"]["name"] not in changes.delete],
+                                          autoscaled):
+        _label_serving(core, namespace, pod_name)
+    _apply_service(context.api, desired_service(tis))
+    _apply_pdb(context.api, desired_pdb(tis))
     for pod in changes.create:
         _create_pod(core, namespace, pod)
     for pod_name in changes.delete:
-        _delete_pod(core, namespace, pod_name)
+        if pod_name not in drain:
+            _delete_pod(core, namespace, pod_name)
+    _drain(context, [p for p in pods if p["metadata"]["name"] in drain])
     if changes.create or changes.delete:
         pods = counted_pods(_service_pods(core, namespace, name))
     if _schedule(context, pods):
@@ -161,6 +169,17 @@ def _reconcile(context: Context, body: Mapping[str, Any]) -> str:
     context.metrics.pending(namespace, name, _pending_replicas(pods))
     _report(context, body, status)
     return "ok"
+
+
+def _drain(context: Context, pods: Iterable[Mapping[str, Any]]) -> None:
+    """Take each pod out of the Service; delete the ones that have drained (``draining.Drainer``)."""
+    now = time.time()
+    for pod in pods:
+        assert context.drainer is not None
+        if not is_draining(pod):
+            context.drainer.start(pod, now)
+        elif context.drainer.drained(pod, now):
+            context.drainer.delete(pod)
 
 
 def _schedule(context: Context, pods: list[dict[str, Any]]) -> bool:

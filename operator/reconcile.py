@@ -330,6 +330,18 @@ def pod_changes(desired: Sequence[Mapping[str, Any]], existing: Iterable[Mapping
     return PodChanges(create, [p["metadata"]["name"] for p in delete])
 
 
+def drain_first(pods: Iterable[Mapping[str, Any]], delete: Iterable[str], autoscaled: bool) -> list[str]:
+    """Of the pods to ``delete``, those to drain before deleting: without autoscaling, every Ready one (a
+    surplus replica, or one made from an older spec), so no request in flight or on its way fails. With
+    autoscaling, the autoscaler drains what it removes and counts draining replicas as gone, so a spec
+    change replaces pods at once, within the disruption budget."""
+    if autoscaled:
+        return []
+    delete = set(delete)
+    return sorted(p["metadata"]["name"] for p in pods
+                  if p["metadata"]["name"] in delete and pod_is_ready(p) and not p["metadata"].get("deletionTimestamp"))
+
+
 def _outdated(pod: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     have = (pod["metadata"].get("annotations") or {}).get(TEMPLATE_ANNOTATION)
     return have is not None and have != desired["metadata"]["annotations"][TEMPLATE_ANNOTATION]

@@ -230,6 +230,24 @@ async def test_a_second_reconcile_changes_nothing(cluster: ClusterEmulator, cont
     assert len(requests(cluster, "patch", SERVICES)) == 2  # applying the same object is a no-op for the server
 
 
+async def test_a_serving_replica_is_drained_before_a_scale_down_deletes_it(cluster: ClusterEmulator) -> None:
+    serving = [pod("svc-r0", "a", "0"), pod("svc-r1", "a", "1")]
+    for item in serving:
+        item["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    seed(cluster, body(replicas=1), serving, [node("a", 2)])
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    context = Context.create(OperatorSettings(namespaces=("ns",), drain_grace_s=0.0), api, OperatorMetrics())
+    try:
+        await asyncio.to_thread(reconcile, context, body(replicas=1))
+        assert requests(cluster, "delete", PODS) == []  # first out of the Service
+        (label,) = [r for r in requests(cluster, "patch", PODS) if r.name == "svc-r1"]
+        assert label.data["metadata"]["labels"] == {"serving.trireme.io/serving": "false"}
+        await asyncio.to_thread(reconcile, context, body(replicas=1))  # unreachable, past the grace: gone
+        assert [r.name for r in requests(cluster, "delete", PODS)] == ["svc-r1"]
+    finally:
+        api.close()
+
+
 INVALID_CASES = [
     ("unknown-scheme", {"modelRepository": {"uri": "ftp://host/models"}}, "spec.modelRepository.uri"),
     ("two-gpu-kinds", {"gpus": {"count": 1, "fraction": 0.5}}, "spec.gpus"),
