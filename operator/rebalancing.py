@@ -94,6 +94,7 @@ class Rebalancer:
         """Told of each move's steps: "started", "done", "abandoned" (for metrics)."""
         self.utilisation = utilisation
         """Measured GPU utilisation by pod, for hot nodes; None (or a failed reading) plans without it."""
+        self._utilisation_failed = False
         self.planned_at: float | None = None
         self.in_flight: int | None = None
         """Moves in flight at the latest read (None before the first): with none, passes between plans
@@ -218,8 +219,12 @@ class Rebalancer:
         try:
             by_pod = self.utilisation(now)
         except MetricsUnavailable as exc:
-            log.info("planning without GPU utilisation: %s", exc)
+            # said once (a cluster without Prometheus would otherwise repeat it every interval)
+            log.log(logging.DEBUG if self._utilisation_failed else logging.INFO,
+                    "planning without GPU utilisation (hot nodes are not judged): %s", exc)
+            self._utilisation_failed = True
             return {}
+        self._utilisation_failed = False
         values: dict[str, list[float]] = {}
         for pod in pods:
             measured = by_pod.get((pod["metadata"]["namespace"], pod["metadata"]["name"]))

@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from trireme.devcluster.testing import (OperatorProcess, kubectl_runner, private
                                         tritonserver_pids, wait_for)
 from trireme.loadgen import LoadGenerator
 from trireme.operator.api import CRD_NAME
-from trireme.operator.reconcile import pod_is_ready
+from trireme.operator.reconcile import DRAINING_ANNOTATION, REPLACES_ANNOTATION, pod_is_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +92,10 @@ def manifest(name: str, namespace: str, models: Path, *, gpus: int, replicas: in
                        "metadata": {"name": name, "namespace": namespace}, "spec": spec})
 
 
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(microsecond=0)
+
+
 def get(kubectl: Kubectl, *args: str) -> dict[str, Any]:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
@@ -125,10 +130,17 @@ def test_a_fragmented_cluster_is_defragmented_without_a_failed_request(kubectl: 
             # -- a tensor-parallel replica needing a whole node: it fits only after a move ------------------
             kubectl("apply", "-f", "-", input=manifest("tp", namespace, models, gpus=2, replicas=1, tensor=2,
                                                         triton=False))
-            fewest = [2]
+            ready_at: dict[str, str] = {}  # a new replica of a move: when it turned Ready
+            drained_at: dict[str, str] = {}  # a replica taken out of the Service: when
 
             def placed() -> dict[str, Any] | None:
-                fewest[0] = min(fewest[0], len(endpoints()))
+                for item in pods("web"):
+                    annotations = item["metadata"].get("annotations") or {}
+                    ready = next((c for c in item["status"].get("conditions") or [] if c["type"] == "Ready"), {})
+                    if REPLACES_ANNOTATION in annotations and ready.get("status") == "True":
+                        ready_at.setdefault(item["metadata"]["name"], ready["lastTransitionTime"])
+                    if DRAINING_ANNOTATION in annotations:
+                        drained_at.setdefault(item["metadata"]["name"], annotations[DRAINING_ANNOTATION])
                 found = pods("tp")
                 return found[0] if found and found[0]["spec"].get("nodeName") and pod_is_ready(found[0]) else None
 
@@ -148,7 +160,9 @@ def test_a_fragmented_cluster_is_defragmented_without_a_failed_request(kubectl: 
         assert tp["spec"]["nodeName"] not in web_nodes and len(set(web_nodes)) == 1, (tp["spec"]["nodeName"],
                                                                                      web_nodes)
         assert sorted(tp["metadata"]["annotations"]["trireme.io/gpus"].split(",")) == ["0", "1"]
-        assert fewest[0] >= 2, "a replica left the Service before its replacement served"
+        # make-before-break: the old replica left the Service only once its replacement was Ready
+        assert len(ready_at) == 1 and len(drained_at) == 1, (ready_at, drained_at)
+        assert _time(*ready_at.values()) <= _time(*drained_at.values()), (ready_at, drained_at)
         events = [(e["involvedObject"]["name"], e["reason"], e["message"])
                   for e in get(kubectl, "events", "-n", namespace)["items"]]
         reasons = {(name, reason) for name, reason, _ in events}
