@@ -26,7 +26,6 @@ import pytest
 from trireme.devcluster.background import BackgroundCluster
 from trireme.devcluster.testing import (OperatorProcess, kubectl_runner, private_cluster, tritonserver_pids,
                                         wait_for)
-from trireme.operator.api import CRD_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -68,14 +67,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: BackgroundCluster, kubectl: Kubectl, models: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def operator(cluster: BackgroundCluster, kubectl: Kubectl, models: Path, tmp_path_factory: pytest.TempPathFactory,
+             crd_installer: Callable[[Kubectl], str]) -> Iterator[Path]:
     """``trireme run`` for the whole cluster, in its own process; yields its log file. At the end no
     ``tritonserver`` of the module's model repository may be left running."""
-    kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
-    wait_for(lambda: kubectl("get", "tis", "-A", check=False).returncode == 0, timeout=20, interval=0.2,
-             what="InferenceServices in kubectl's discovery")
+    crd_installer(kubectl)
     operator = OperatorProcess(cluster.cluster.kubeconfig_path, "", tmp_path_factory.mktemp("placement-operator"))
     operator.start()
     try:

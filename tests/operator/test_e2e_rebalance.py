@@ -25,7 +25,6 @@ from trireme.devcluster.background import BackgroundCluster
 from trireme.devcluster.testing import (OperatorProcess, kubectl_runner, private_cluster, scratch_namespace,
                                         tritonserver_pids, wait_for)
 from trireme.loadgen import LoadGenerator
-from trireme.operator.api import CRD_NAME
 from trireme.operator.reconcile import DRAINING_ANNOTATION, REPLACES_ANNOTATION, pod_is_ready
 
 pytestmark = pytest.mark.e2e
@@ -46,12 +45,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundClus
 
 
 @pytest.fixture(scope="module")
-def kubectl(cluster: BackgroundCluster) -> Kubectl:
+def kubectl(cluster: BackgroundCluster, crd_installer: Callable[[Kubectl], str]) -> Kubectl:
     run = kubectl_runner(cluster.cluster.kubeconfig_path)
-    run("apply", "-f", str(ROOT / "crds"))
-    run("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
-    wait_for(lambda: run("get", "tis", "-A", check=False).returncode == 0, timeout=20, interval=0.2,
-             what="InferenceServices in kubectl's discovery")
+    crd_installer(run)
     return run
 
 
