@@ -113,7 +113,7 @@ class Rebalancer:
         now = self.clock()
         due = self.planned_at is None or now - self.planned_at >= self.settings.rebalance_interval_s - 1e-6
         if self.in_flight != 0 or due:
-            self._advance(self.scheduling.read(), now)
+            self._advance(self.scheduling.read_replicas(), now)
         if not due:
             return []
         self.planned_at = now

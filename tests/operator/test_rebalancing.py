@@ -89,6 +89,8 @@ class FakeCluster:
         return ClusterObjects(copy.deepcopy(self.nodes), copy.deepcopy(list(self.pods.values())),
                               copy.deepcopy(self.services), dict(self.budgets))
 
+    read_replicas = read  # this small cluster holds nothing else
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         yield
