@@ -100,12 +100,6 @@ class Rebalancer:
         """Moves in flight at the latest read (None before the first): with none, passes between plans
         read nothing."""
 
-    @property
-    def plan_settings(self) -> RebalanceSettings:
-        """The planner's budgets from the operator's settings."""
-        return RebalanceSettings(max_moves_per_cycle=self.settings.rebalance_max_moves,
-                                 min_move_interval_s=self.settings.min_move_interval_s)
-
     def step(self) -> list[StartedMove]:
         """Advance every move in flight; when the interval has passed, plan and start new ones."""
         if self.settings.rebalance_interval_s <= 0:
