@@ -17,6 +17,7 @@ import collections
 import ipaddress
 import logging
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from .errors import ApiError
 from .prometheus import PodTarget, TargetsFile
 from .registry import DeleteOptions, Registry, WriteOptions, rfc3339
 from .store import Event
-from .triton import TritonProcess, TritonSettings, model_repository_from_uri, split_model_repository_args
+from .triton import (TritonProcess, TritonSettings, model_repository_from_uri, ports_are_free,
+                     split_model_repository_args)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,40 @@ class KubeletSettings:
     """Back-off cap (Kubernetes: 300 s; shorter here so failure tests are quick)."""
     pod_cidr: str = "127.1.0.0/16"
     """Loopback range pod IPs come from: each pod gets its own 127.x.y.z, so every
-    Triton listens on the standard ports 8000-8002."""
+    Triton listens on the standard ports 8000-8002. It is the preferred range: one
+    that another cluster on this machine holds is passed over (``reserve_pod_range``)."""
     triton: TritonSettings = field(default_factory=TritonSettings)
+
+
+RESERVATION_PORT = 7999
+"""Port a running kubelet holds open on its pod range's network address (127.N.0.0, never a
+pod IP): the range is its own while it runs."""
+
+
+def reserve_pod_range(preferred: str, first: int = 8) -> tuple[str, socket.socket]:
+    """A loopback /16 for pod IPs, and the socket that holds it: ``preferred``, or the next
+    127.N.0.0/16 that no other cluster on this machine holds and whose first ``first``
+    addresses have nothing listening on Triton's ports. Two clusters on one machine (a demo
+    next to a test run, two test sessions) would otherwise give their pods the same
+    addresses, and one's clients would reach the other's Tritons. Binding the reservation
+    port is atomic, so two kubelets starting at once cannot pick the same range."""
+    start = ipaddress.ip_network(preferred)
+    candidates = [start] + [ipaddress.ip_network(f"127.{n}.0.0/16") for n in range(1, 255)
+                            if ipaddress.ip_network(f"127.{n}.0.0/16") != start]
+    for network in candidates:
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            holder.bind((str(network.network_address), RESERVATION_PORT))
+            holder.listen()
+        except OSError:
+            holder.close()
+            continue
+        hosts = network.hosts()
+        if all(ports_are_free(str(next(hosts)), (8000, 8001, 8002)) for _ in range(first)):
+            return str(network), holder
+        holder.close()
+    raise RuntimeError("every loopback range 127.N.0.0/16 is held by another cluster or has servers on ports "
+                       "8000-8002: stop other local clusters first")
 
 
 class _IPPool:
@@ -79,6 +113,7 @@ class _IPPool:
     harmless, so every path that ends a pod may release its address."""
 
     def __init__(self, cidr: str):
+        self.cidr = cidr
         self._hosts = ipaddress.ip_network(cidr).hosts()
         self._free: collections.deque[str] = collections.deque()
         self._in_use: set[str] = set()
@@ -127,6 +162,7 @@ class Kubelet:
         self._runs_by_node: dict[str, dict[str, _PodRun]] = {}
         self._runs_by_name: dict[tuple[str, str], _PodRun] = {}
         self._ips = _IPPool(self.settings.pod_cidr)
+        self._reservation: socket.socket | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._not_ready_nodes: set[str] = set()
@@ -136,7 +172,14 @@ class Kubelet:
 
     # -- lifecycle -------------------------------------------------------------
 
+    @property
+    def pod_cidr(self) -> str:
+        """The range pod IPs come from (known once started)."""
+        return self._ips.cidr
+
     def start(self) -> None:
+        cidr, self._reservation = reserve_pod_range(self.settings.pod_cidr)
+        self._ips = _IPPool(cidr)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="devcluster-kubelet")
         for pod in list(self.store.items(PODS)):
@@ -151,6 +194,9 @@ class Kubelet:
         await asyncio.gather(*(self._stop_run(run, grace_s=5.0) for run in runs), return_exceptions=True)
         for run in runs:
             self._forget(run.uid)
+        if self._reservation is not None:
+            self._reservation.close()
+            self._reservation = None
 
     def _on_event(self, event: Event) -> None:
         if event.key == PODS or event.key == NODES:

@@ -648,7 +648,6 @@ class Demo:
             profile = load_profile(profile_path)
         except (ProfileError, OSError) as exc:
             raise DemoError(f"cannot load profile {profile_path}: {exc}") from exc
-        pod_cidr = pick_pod_cidr(settings.pod_cidr)
         work_dir = settings.work_dir or Path(tempfile.mkdtemp(prefix="trireme-demo-"))
         work_dir.mkdir(parents=True, exist_ok=True)
         kubeconfig = settings.kubeconfig.resolve()
@@ -664,7 +663,7 @@ class Demo:
         cluster_settings = ClusterSettings(profile=profile, kubeconfig=kubeconfig, work_dir=work_dir,
                                            prometheus=settings.prometheus,
                                            kubelet=KubeletSettings(mode="process", log_dir=work_dir / "logs",
-                                                                   pod_cidr=pod_cidr))
+                                                                   pod_cidr=settings.pod_cidr))
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         background = BackgroundCluster(cluster_settings)
         operator: OperatorThread | None = None
@@ -965,24 +964,6 @@ class Demo:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
-
-
-def pick_pod_cidr(preferred: str, first: int = 8) -> str:
-    """``preferred``, or the next loopback /16 whose first addresses have nothing listening on
-    Triton's ports: every Triton listens on 8000-8002 of its own pod IP, so a second demo (or a
-    test run next to one) takes another range instead of failing to start its replicas."""
-    import ipaddress
-
-    from trireme.devcluster.triton import ports_are_free
-
-    start = ipaddress.ip_network(preferred)
-    candidates = [start] + [ipaddress.ip_network(f"127.{n}.0.0/16") for n in range(2, 255)
-                            if ipaddress.ip_network(f"127.{n}.0.0/16") != start]
-    for network in candidates:
-        hosts = network.hosts()
-        if all(ports_are_free(str(next(hosts)), (8000, 8001, 8002)) for _ in range(first)):
-            return str(network)
-    raise DemoError("every loopback range 127.N.0.0/16 has servers on ports 8000-8002: stop other demos first")
 
 
 def _use_kubeconfig(path: Path) -> None:
