@@ -7,6 +7,9 @@ saying so, never a Pending pod) and the new replica serves; Prometheus goes away
 front of it starts answering 503, the way an outage looks to the operator) and the replicas are
 held with MetricsAvailable=False, then it recovers by itself; the load drops to a trickle and,
 after the short scale-down window, one replica is drained and removed without a failed request.
+
+A second scenario holds the stabilisation windows to their word: a load that keeps crossing the
+target every few seconds changes the replica count at most once per window, without a failed request.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,50 +127,82 @@ def operator(kubeconfig: Path, namespace: str, prometheus: SwitchableProxy, tmp_
             print(operator.log()[-8000:])
 
 
-def manifest(namespace: str, models: Path) -> str:
+def slow_models(tmp_path: Path) -> Path:
+    """The example model repository, with each request holding the model's instance for ``DELAY_MS``."""
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "examples" / "models", models, ignore=shutil.ignore_patterns("__pycache__"))
+    config = models / "simple" / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "5"', f'string_value: "{DELAY_MS}"'))
+    return models
+
+
+STEP_AUTOSCALING = {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "signal": "pendingRequests", "target": 1,
+                    "behavior": {"scaleUp": {"maxChange": 4},
+                                 "scaleDown": {"stabilizationWindowSeconds": 5, "periodSeconds": 1}}}
+"""Three replicas asked for, two GPUs in the cluster: the third must never be a Pending pod."""
+
+
+def manifest(namespace: str, models: Path, autoscaling: dict[str, Any] = STEP_AUTOSCALING) -> str:
     return json.dumps({
         "apiVersion": "serving.trireme.io/v1alpha1", "kind": "InferenceService",
         "metadata": {"name": "auto", "namespace": namespace},
         "spec": {"models": [{"name": "simple"}], "modelRepository": {"uri": str(models)}, "replicas": 1,
-                 "gpus": {"count": 1},
-                 # three replicas asked for, two GPUs in the cluster: the third must never be a Pending pod
-                 "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "signal": "pendingRequests",
-                                 "target": 1,
-                                 "behavior": {"scaleUp": {"maxChange": 4},
-                                              "scaleDown": {"stabilizationWindowSeconds": 5, "periodSeconds": 1}}}}})
+                 "gpus": {"count": 1}, "autoscaling": autoscaling}})
+
+
+class Service:
+    """The InferenceService "auto" of one test, its pods, endpoints and Events, as the API has them."""
+
+    def __init__(self, kubectl: Kubectl, api_client: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self.kubectl, self.namespace = kubectl, namespace
+        self.core = client.CoreV1Api(api_client)
+
+    def get(self) -> dict[str, Any]:
+        return get_json(self.kubectl, "tis", "-n", self.namespace, "auto")
+
+    def pods(self) -> list[dict[str, Any]]:
+        return json.loads(self.core.list_namespaced_pod(self.namespace, _preload_content=False).data)["items"]
+
+    def endpoints(self) -> list[str]:
+        found = json.loads(self.core.read_namespaced_endpoints("auto", self.namespace, _preload_content=False).data)
+        return [f"{a['ip']}:8000" for s in found.get("subsets") or [] for a in s.get("addresses") or []]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events about the service, oldest first."""
+        found = [e for e in get_json(self.kubectl, "events", "-n", self.namespace)["items"]
+                 if e["involvedObject"].get("name") == "auto"]
+        return sorted(found, key=event_time)
+
+    def first_endpoint(self) -> str:
+        """Waits for the first replica to be ready and serving; its address."""
+        wait_for(lambda: self.get().get("status", {}).get("readyReplicas") == 1, timeout=40, interval=0.3,
+                 what="the first replica ready")
+        return wait_for(self.endpoints, timeout=20, interval=0.3, what="an endpoint")[0]
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """When an Event was first posted, in seconds since the epoch (the operator writes microseconds)."""
+    stamp = event.get("eventTime") or event.get("firstTimestamp") or event["metadata"]["creationTimestamp"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.mark.timeout(150)
 def test_load_scales_up_outages_hold_and_scale_down_drains(kubectl: Kubectl, api_client: Any, namespace: str,
                                                            operator: Path, prometheus: SwitchableProxy,
                                                            tmp_path: Path) -> None:
-    from kubernetes import client
-
-    models = tmp_path / "models"
-    shutil.copytree(ROOT / "examples" / "models", models, ignore=shutil.ignore_patterns("__pycache__"))
-    config = models / "simple" / "config.pbtxt"
-    config.write_text(config.read_text().replace('string_value: "5"', f'string_value: "{DELAY_MS}"'))
+    models = slow_models(tmp_path)
     kubectl("apply", "-f", "-", input=manifest(namespace, models))
-    core = client.CoreV1Api(api_client)
-
-    def tis() -> dict[str, Any]:
-        return get_json(kubectl, "tis", "-n", namespace, "auto")
-
-    def pods() -> list[dict[str, Any]]:
-        return json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
-
-    def endpoints() -> list[str]:
-        found = json.loads(core.read_namespaced_endpoints("auto", namespace, _preload_content=False).data)
-        return [f"{a['ip']}:8000" for s in found.get("subsets") or [] for a in s.get("addresses") or []]
+    service = Service(kubectl, api_client, namespace)
+    tis, pods = service.get, service.pods
 
     def never_pending() -> None:
         stuck = [p["metadata"]["name"] for p in pods() if not p["spec"].get("nodeName")]
         assert not stuck, f"pods left Pending: {stuck}"
 
-    wait_for(lambda: tis().get("status", {}).get("readyReplicas") == 1, timeout=40, interval=0.3,
-             what="the first replica ready")
-    first_ip = wait_for(lambda: endpoints(), timeout=20, interval=0.3, what="an endpoint")[0]
-    load = LoadGenerator(endpoints, rate=12.0, timeout_s=20.0)
+    first = service.first_endpoint()
+    load = LoadGenerator(service.endpoints, rate=12.0, timeout_s=20.0)
     load.start()
     try:
         # -- a step in load: more replicas, capped at the two GPUs, and the new one serves -------------------
@@ -181,7 +218,7 @@ def test_load_scales_up_outages_hold_and_scale_down_drains(kubectl: Kubectl, api
         assert (scheduled["status"], scheduled["reason"]) == ("False", "InsufficientGPUs"), scheduled
         assert "the free GPUs place 2" in scheduled["message"]
         assert condition(found, "MetricsAvailable")["status"] == "True"
-        wait_for(lambda: any(ip != first_ip and count > 0 for ip, count in load.snapshot().by_endpoint.items()),
+        wait_for(lambda: any(at != first and count > 0 for at, count in load.snapshot().by_endpoint.items()),
                  timeout=20, interval=0.3, what="the new replica serving inferences")
         assert "unchanged" in kubectl("apply", "-f", "-", input=manifest(namespace, models)).stdout
 
@@ -208,7 +245,73 @@ def test_load_scales_up_outages_hold_and_scale_down_drains(kubectl: Kubectl, api
         load.stop()
     after = load.snapshot()
     assert after.failed == 0 and after.retried == 0, after.last_error
-    reasons = [e["reason"] for e in get_json(kubectl, "events", "-n", namespace)["items"]
-               if e["involvedObject"].get("name") == "auto"]
+    reasons = [e["reason"] for e in service.events()]
     for reason in ("ScaledUp", "InsufficientGPUs", "MetricsUnavailable", "MetricsAvailable", "ScaledDown", "Drained"):
         assert reason in reasons, reasons
+
+
+WINDOW_S = 10
+"""Both stabilisation windows of the flapping scenario."""
+FLAP_RATES = (6.5, 4.5)
+"""Requests per second, swapped every ``FLAP_HALF_PERIOD_S``: one replica serves 5, so the load keeps crossing
+what one replica holds at the target (requests queue on it, then drain), and averages more than one replica
+and less than two."""
+FLAP_HALF_PERIOD_S = 2.0
+FLAP_PHASE_S = 4 * WINDOW_S
+FLAPPING = {"enabled": True, "minReplicas": 1, "maxReplicas": 2, "signal": "pendingRequests", "target": 1,
+            "behavior": {"scaleUp": {"stabilizationWindowSeconds": WINDOW_S, "maxChange": 1, "periodSeconds": 1},
+                         "scaleDown": {"stabilizationWindowSeconds": WINDOW_S, "maxChange": 1, "periodSeconds": 1}}}
+
+
+def replica_changes(events: list[dict[str, Any]]) -> list[tuple[float, int, int]]:
+    """(time, from, to) of the ScaledUp and ScaledDown Events ("<from> → <to> replicas: why"), oldest first."""
+    changes = []
+    for event in events:
+        if event["reason"] in ("ScaledUp", "ScaledDown"):
+            counts = event["message"].split(" replicas", 1)[0].split(" → ")
+            changes.append((event_time(event), int(counts[0]), int(counts[1])))
+    return changes
+
+
+@pytest.mark.timeout(120)
+def test_flapping_load_changes_replicas_at_most_once_per_window(kubectl: Kubectl, api_client: Any, namespace: str,
+                                                                operator: Path, tmp_path: Path) -> None:
+    kubectl("apply", "-f", "-", input=manifest(namespace, slow_models(tmp_path), FLAPPING))
+    service = Service(kubectl, api_client, namespace)
+    service.first_endpoint()
+    signals: list[float] = []  # the autoscaler's signal (pending requests per ready replica) in status
+    desired: list[int] = []  # status.desiredReplicas
+    load = LoadGenerator(service.endpoints, rate=FLAP_RATES[0], timeout_s=20.0)
+    load.start()
+    try:
+        # a paced phase of fixed length: the rate swaps every half period while status is sampled
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < FLAP_PHASE_S:
+            load.rate = FLAP_RATES[int(elapsed // FLAP_HALF_PERIOD_S) % 2]
+            status = service.get().get("status") or {}
+            signal = ((status.get("autoscaler") or {}).get("metrics") or {}).get("signalValue")
+            if signal is not None:
+                signals.append(signal)
+            if "desiredReplicas" in status:
+                desired.append(status["desiredReplicas"])
+            time.sleep(0.4)
+    finally:
+        load.stop()
+    after = load.snapshot()
+    assert after.failed == 0 and after.retried == 0, after.last_error
+
+    # the load did flap around the target: above it (a replica more needed), then below it (one too many);
+    # with both windows at 0 the same load changes the count every few seconds
+    sides = "".join("+" if value > 1.1 else "-" if value < 0.9 else "" for value in signals)
+    assert "+-" in sides, f"the signal never crossed the target both ways: {signals}"
+    changes = replica_changes(service.events())
+    assert changes, f"the replicas never followed the load: {signals}"
+    counts = [1] + [to for _, _, to in changes]
+    assert [was for _, was, _ in changes] == counts[:-1], f"a change without its Event: {changes}"
+    seen = [count for i, count in enumerate(desired) if i == 0 or count != desired[i - 1]]
+    remaining = iter(counts)
+    assert all(count in remaining for count in seen), f"status changed {seen} without Events {changes}"
+    # an Event is posted a moment after the decision it reports, on the operator's clock: a second of slack
+    # covers a loaded machine and stays far below the gaps of flapping
+    gaps = [later - earlier for (earlier, _, _), (later, _, _) in zip(changes, changes[1:], strict=False)]
+    assert all(gap >= WINDOW_S - 1 for gap in gaps), f"two changes within a {WINDOW_S}s window: {gaps} {changes}"
