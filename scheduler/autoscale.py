@@ -23,6 +23,12 @@ Why this shape:
   arrival rate is forecast over that horizon from its recent trend, and a replica is kept
   rather than removed when it would probably be needed again before a new one could start (the
   scale-down window defaults to three quarters of the learned start-up delay).
+* **Headroom from the service's own burstiness, fast up.** Scaling up sizes for the forecast plus one
+  standard error of the rate level; the error comes from how much the 5 s rates scatter from one scrape
+  to the next, so a bursty service keeps more spare capacity than a smooth one. After a step in load
+  (the two newest scrapes more than twice the tolerance above the forecast) it sizes for the newest rate
+  at once. Scaling down needs the tolerance below the forecast and never goes under what scaling up asks
+  for.
 * **Never worse on bad data.** Missing, stale, NaN/Inf, negative, reset or duplicated series
   give a *hold*: the count never goes down on metrics that cannot be trusted, and the caller
   reports MetricsAvailable=False.
@@ -31,6 +37,7 @@ Why this shape:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -178,6 +185,20 @@ class AutoscalerSettings:
     trend_confidence: float = 1.0
     """Standard errors taken off the fitted trend before it is used: Poisson noise in 5 s rates makes
     slopes that, stretched over a minute's horizon, would otherwise add replicas for nothing."""
+    level_confidence: float = 1.0
+    """Standard errors of the arrival-rate level added to the forecast that scaling up sizes for (scaling
+    down never goes below that count). The error comes from the scrape-to-scrape scatter of the 5 s rates
+    over the trend window, so a bursty service (scatter well beyond Poisson noise) keeps more headroom than
+    a smooth one, while a ramp or a step of the load does not count as scatter: a replica too few costs
+    requests for a whole start-up delay, a replica too many only GPU time until the scale-down window ends.
+    One standard error, the same confidence as the trend's."""
+    surge_window_s: float = 10.0
+    """When the arrival rate of the scrape intervals that began within this window (two 5 s scrapes) is more
+    than twice the tolerance above the forecast, a step in load: scaling up sizes for it at once instead of
+    after the rate window has caught up with it, while one glitching scrape cannot do so on its own. Smaller
+    rises are left to the level: inside the band where the count is held still, acting on a 10 s rate would
+    add a replica on one burst and remove it on the level (flapping). At the rates where one replica
+    matters (tens of requests per second) a 10 s rate is within a few percent."""
     startup_delay_prior_s: float = 30.0
     """Start-up delay assumed until one has been observed."""
     decision_lag_s: float = 5.0
@@ -263,6 +284,9 @@ class Observed:
     """The signal in its own unit (queueTime: mean queue time in ms)."""
     needed_replicas: float = math.nan
     """Replicas the capacity model (or the signal ratio) asks for before windows and limits."""
+    sizing_rate: float = math.nan
+    """queueTime: the arrival rate scaling up sized for (the forecast plus the level's standard error, or
+    the newest rate after a step)."""
 
 
 @dataclass(frozen=True)
@@ -484,6 +508,15 @@ def _slope(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return slope, math.sqrt(residual / (len(points) - 2) / var)
 
 
+def _scatter(values: Sequence[float]) -> float:
+    """Standard deviation of one value around the local level, from the median absolute difference of
+    consecutive values (÷ 0.6745·√2 for normal noise): a trend or one step of the level (a ramp or a drop in
+    load) moves few differences and leaves it alone, scrape-to-scrape burstiness does not. 0 below 3 values."""
+    if len(values) < 3:
+        return 0.0
+    return statistics.median(abs(b - a) for a, b in zip(values, values[1:])) / (0.6745 * math.sqrt(2.0))
+
+
 def _significant(slope: float, error: float, confidence: float) -> float:
     """The slope shrunk towards 0 by ``confidence`` standard errors (0 when not significant)."""
     if not math.isfinite(error):
@@ -559,8 +592,16 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
                     if i.end > newest.time - settings.trend_window_s - 1e-6]
     covered = newest.time - min((i.start for i in intervals), default=newest.time)
     # A trend needs most of its window: a fresh start (or a gap) would stretch a few seconds over minutes.
-    raw_trend, trend_error = _slope(trend_points) if covered >= 0.75 * settings.trend_window_s else (0.0, math.inf)
+    seen_enough = covered >= 0.75 * settings.trend_window_s
+    raw_trend, trend_error = _slope(trend_points) if seen_enough else (0.0, math.inf)
     trend = _significant(raw_trend, trend_error, settings.trend_confidence)
+    # The level averages the intervals of its window: its standard error is the scatter of one interval's
+    # rate (Poisson noise plus the service's own burstiness) over the root of their number.
+    scatter = _scatter([v for _, v in trend_points]) if seen_enough else 0.0
+    level_error = scatter / math.sqrt(len(level_window)) if level_window else 0.0
+    surge = [i for i in intervals if i.start > newest.time - settings.surge_window_s - 1e-6]
+    surge_span = sum(i.end - i.start for i in surge)
+    surge_rate = sum(i.arrivals for i in surge) / surge_span if surge_span > 0 else 0.0
     ready = float(newest.ready_replicas)  # type: ignore[arg-type]
     starting = float(newest.starting_replicas)  # type: ignore[arg-type]
     pending = float(newest.pending_requests)  # type: ignore[arg-type]
@@ -590,12 +631,17 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
                 (settings.min_replicas if pending == 0 else current_replicas)
             reason = "no requests completed yet" if pending else "idle"
         else:
-            need_up = needed(forecast)
-            # Scale down only when demand is below what one replica less could serve by the tolerance.
-            need_down = needed(forecast * (1 + settings.tolerance))
-            reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s) × "
-                      f"{service_s * 1000:.0f} ms on {slots:.0f} slots per replica keeps queue time under "
-                      f"{settings.target:.0f} ms")
+            # Up: on the upper side of what the level is known to, and on the newest rate after a step beyond
+            # the band the tolerance holds still (fast up). Down: only when demand is below what one replica
+            # less could serve by the tolerance, and never below what scaling up asks for now.
+            step = surge_rate > forecast * (1 + 2 * settings.tolerance)
+            sizing_rate = max(forecast + settings.level_confidence * level_error, surge_rate if step else 0.0)
+            need_up = needed(sizing_rate)
+            need_down = max(need_up, needed(forecast * (1 + settings.tolerance)))
+            observed = replace(observed, sizing_rate=sizing_rate)
+            reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s, "
+                      f"{sizing_rate:.1f} with headroom) × {service_s * 1000:.0f} ms on {slots:.0f} slots per "
+                      f"replica keeps queue time under {settings.target:.0f} ms")
         observed = replace(observed, signal_value=queue_ms, needed_replicas=need_up)
     else:
         value, per_replica_target, what = _ratio_signal(settings, rate, pending, ready, newest)

@@ -1,4 +1,4 @@
-"""The autoscaler's decisions: jumps to the count the load needs, tolerance, stabilisation windows,
+"""The autoscaler's decisions: jumps to the count the load needs, headroom for bursty load and steps, tolerance,
 rate limits, bounds, the ratio signals, and holding (never shrinking) on metrics it cannot trust.
 Time is an argument everywhere: these tests run on fake time."""
 
@@ -166,6 +166,65 @@ def test_rising_load_scales_ahead_of_the_trend() -> None:
     decision = decide_on(feed.samples, 8)
     assert decision.observed.forecast_rate > decision.observed.arrival_rate
     assert decision.desired_replicas > replicas_for(decision.observed.arrival_rate)
+
+
+def test_a_step_in_load_is_sized_on_the_newest_scrapes() -> None:
+    feed, current = Feed(), replicas_for(60.0)
+    feed.steady(60.0, current)
+    feed.step(150.0, current)
+    feed.step(150.0, current)
+    decision = decide_on(feed.samples, current)
+    assert decision.observed.arrival_rate < 100.0  # the 30 s level has not caught up yet
+    assert decision.desired_replicas >= replicas_for(150.0)
+    lagging = decide_on(feed.samples, current, replace(SETTINGS, surge_window_s=0.0))
+    assert lagging.observed.sizing_rate < decision.observed.sizing_rate
+    assert lagging.desired_replicas < decision.desired_replicas
+
+
+def test_a_rise_within_the_tolerance_band_is_left_to_the_level() -> None:
+    """Acting on a 10 s rate a little above the forecast would add a replica on one burst and take it
+    away on the level: the count would flap."""
+    feed = Feed()
+    feed.steady(100.0, STEADY)
+    feed.step(112.0, STEADY)
+    feed.step(112.0, STEADY)
+    decision = decide_on(feed.samples, STEADY)
+    assert decision.observed.sizing_rate < 112.0
+
+
+def _alternating(swing: float) -> Feed:
+    feed = Feed()
+    for i in range(13):
+        feed.step(100.0 + (swing if i % 2 else -swing), STEADY)
+    return feed
+
+
+def test_bursty_load_gets_headroom_when_scaling_up() -> None:
+    smooth, bursty = decide_on(_alternating(0.0).samples, STEADY), decide_on(_alternating(40.0).samples, STEADY)
+    assert smooth.action == "steady" and smooth.observed.sizing_rate == pytest.approx(100.0)
+    # 5 s rates alternating ±40 around the same level: a scrape-to-scrape scatter of ~80 / (0.6745·√2) req/s.
+    assert bursty.observed.sizing_rate > smooth.observed.sizing_rate + 10.0
+    assert bursty.action == "scale-up" and bursty.desired_replicas > smooth.desired_replicas
+    flat = decide_on(_alternating(40.0).samples, STEADY, replace(SETTINGS, level_confidence=0.0))
+    assert flat.desired_replicas < bursty.desired_replicas
+
+
+def test_a_step_of_the_level_is_not_burstiness() -> None:
+    feed = Feed()
+    feed.steady(100.0, STEADY, steps=7)
+    feed.steady(30.0, STEADY, steps=6)  # the drop is inside the trend window
+    decision = decide_on(feed.samples, STEADY)
+    assert decision.observed.sizing_rate == pytest.approx(decision.observed.forecast_rate)
+
+
+def test_scale_down_never_below_what_scale_up_would_ask() -> None:
+    """Else bursty load flaps: a replica removed on the level comes back on the next burst."""
+    settings = replace(SETTINGS, scale_down=ScaleDownPolicy(stabilization_window_s=0))
+    for swing in (0.0, 40.0):
+        samples = _alternating(swing).samples
+        up = decide_on(samples, STEADY, settings)
+        down = decide_on(samples, STEADY + 4, settings)
+        assert down.action == "scale-down" and up.desired_replicas <= down.desired_replicas < STEADY + 4
 
 
 @pytest.mark.parametrize(("name", "signal", "target", "kw", "current", "expected"), [
