@@ -30,15 +30,22 @@ What happens. Each arrival is placed once with the policy; one that fits nowhere
 dropped (the paper's rule), unless the rebalancer finds moves that make it fit: then the
 moves are made and the task placed. Moves are paid from an allowance that grows by
 ``move_rate`` per 100 successful placements (default 2), so the run stays within that
-rate by construction; each replica waits ``min_move_interval_s`` between moves. Moves the
-failures leave unspent go to consolidation: once a few are saved, one empties a lightly
-used GPU into the spare room of others after a placement. A task
-leaves at its arrival time plus its lifetime, wherever it runs by then.
+rate by construction; each replica waits ``min_move_interval_s`` between moves. Moves go
+where they buy the most GPUs: to multi-GPU tasks, up to ``moves_per_gpu`` per GPU (an
+8-GPU task needs a node emptied, and it holds eight GPUs once in); tasks of one GPU or
+less only with what is saved beyond ``small_task_reserve`` (by default never). Moves still
+unspent when ``consolidate_when_saved`` are saved go to consolidation: one empties a
+lightly used GPU into the spare room of others after a placement. A task leaves at its
+arrival time plus its lifetime, wherever it runs by then.
 
-Reported per seed and as the median over seeds, over the measured arrivals only (the
-rebalancer starts earning moves when the warm-up ends, so both runs are identical until
-then): unallocated GPU % (100 − allocated share of the cluster's GPUs, sampled after every
-arrival, as the paper records), placements, failures, and moves per 100 placements.
+The rebalancer runs from the first arrival (``rebalance_in_warmup``), so that each run is
+measured in its own steady state; the moves it has saved when the warm-up ends are dropped,
+so the measured window spends only what it earns there.
+
+Reported per seed and as the median over seeds, over the measured arrivals only:
+unallocated GPU % (100 − allocated share of the cluster's GPUs, sampled after every
+arrival, as the paper records), placements, failures, and moves per 100 placements, the
+last also over the whole replay.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from trireme.benchmarks.placement import parse_seeds
 from trireme.scheduler.cluster import BoundPod
 from trireme.scheduler.plan import Bind, place
 from trireme.scheduler.policies import DEFAULT_POLICY, POLICY_NAMES, make_policy
-from trireme.scheduler.rebalance import Budgets, Movable, RebalanceSettings, consolidate, defragment, unbound
+from trireme.scheduler.rebalance import Budgets, Movable, Move, RebalanceSettings, consolidate, defragment, unbound
 
 
 @dataclass(frozen=True)
@@ -104,16 +111,34 @@ class RebalanceBenchSettings:
     move_rate: float = 2.0
     """Moves allowed per 100 successful placements, earned as placements happen."""
     max_moves_per_defrag: int = 4
-    """Moves one defragmentation may make: a task that needs more waits for departures instead.
-    Four lets an 8-GPU task in when a node holds a few stray replicas (2 gained less: 5.0 % fewer
-    unallocated GPUs instead of 6.3 % on seed 42, using 0.86 of the 2 allowed moves per 100)."""
-    max_saved_moves: int = 20
-    """Most moves the allowance may save up: failures come in bursts (a pass's dense stretch),
-    and moves saved in quiet stretches are spent there, still at ``move_rate`` over the run."""
-    consolidate_when_saved: float | None = 4.0
+    """Moves one defragmentation may make for a task of one GPU or less (and the least for any
+    task); a task that needs more waits for departures instead."""
+    moves_per_gpu: float = 2.0
+    """A multi-GPU task may take up to this many moves per GPU it asks for (16 for an 8-GPU task):
+    moves are spent where each buys the most GPUs, and an 8-GPU task, which needs a node emptied,
+    is the one that fails most often and holds the most (see docs/benchmarks.md)."""
+    small_task_reserve: float | None = None
+    """Moves kept for multi-GPU tasks: a task of one GPU or less is defragmented only with what the
+    allowance holds beyond this many. None: such tasks are never defragmented (on the openb trace
+    the moves they take buy fewer GPUs than the same moves spent on 8-GPU tasks)."""
+    candidate_nodes: int = 256
+    """Nodes a defragmentation simulates emptying, cheapest first (``RebalanceSettings``): on a
+    full cluster most nodes that few moves would clear for an 8-GPU task have nowhere to put
+    those pods, so the search goes deeper than the operator's default."""
+    max_saved_moves: int = 80
+    """Most moves the allowance may save up: 8-GPU tasks arrive in runs (the trace has 16 alike
+    within about 100 compressed seconds), and moves saved in quiet stretches are spent there, still
+    at ``move_rate`` over the run."""
+    consolidate_when_saved: float | None = None
     """With this many moves saved, spend one on consolidation (emptying a lightly used GPU) after a
-    placement; None: moves go only to tasks that fail to place. Failures alone use less than half
-    the allowance; four saved keeps enough for a defragmentation at any time."""
+    placement; None (the default): moves go only to tasks that fail to place, where they bought
+    more (see docs/benchmarks.md)."""
+    rebalance_in_warmup: bool = True
+    """The rebalancer runs from the first arrival, earning and spending moves in the warm-up as in
+    the measured passes, so that both runs are measured in their own steady state (tasks placed
+    by defragmentation stay up to ``max_lifetime_s``, longer than the measured window takes to
+    fill). The moves saved when measuring starts are dropped: the measured window spends only what
+    it earns. False: the rebalancer starts with the measurement, from nothing saved."""
     min_move_interval_s: float = 600.0
     """Seconds of simulated time before a moved task may move again."""
     task_limit: int | None = None
@@ -134,6 +159,9 @@ class ModeRun:
     moves: int
     defragmentations: int
     seconds: float
+    warmup_placements: int = 0
+    warmup_moves: int = 0
+    """Placements and moves in the warm-up (moves only when the rebalancer runs there)."""
     curve: list[tuple[float, float]] = field(repr=False, default_factory=list)
     """(simulated hours, unallocated %) at sampled arrivals, for the plot."""
 
@@ -141,10 +169,17 @@ class ModeRun:
     def moves_per_100(self) -> float:
         return 100.0 * self.moves / max(self.placements, 1)
 
+    @property
+    def moves_per_100_whole(self) -> float:
+        """Moves per 100 placements over the whole replay, warm-up included."""
+        return 100.0 * (self.moves + self.warmup_moves) / max(self.placements + self.warmup_placements, 1)
+
     def to_json(self) -> dict[str, object]:
         return {"seed": self.seed, "unallocated_gpu_pct": round(self.unallocated_pct, 3),
                 "placements": self.placements, "failed": self.failures, "moves": self.moves,
                 "moves_per_100_placements": round(self.moves_per_100, 3),
+                "warmup_moves": self.warmup_moves,
+                "moves_per_100_placements_whole_replay": round(self.moves_per_100_whole, 3),
                 "defragmentations": self.defragmentations, "seconds": round(self.seconds, 1)}
 
 
@@ -251,18 +286,30 @@ def replay(nodes: Sequence[TraceNode], tasks: Sequence[TimedTask], load: Load, s
     times = arrival_times(arrivals, load.compression, settings.max_gap_s)
     snapshot = cluster(nodes, seed)
     policy = make_policy(settings.policy, [t.task.shape() for t in tasks], seed=seed)
-    rebalance_settings = RebalanceSettings(max_moves_per_cycle=settings.max_moves_per_defrag,
-                                           min_move_interval_s=settings.min_move_interval_s)
+    most = max(defrag_cap(gpus, settings) for gpus in {t.task.num_gpu for t in tasks} | {1})
+    rebalance_settings = RebalanceSettings(max_moves_per_cycle=most, min_move_interval_s=settings.min_move_interval_s,
+                                           candidate_nodes=settings.candidate_nodes, max_pods_per_candidate=most)
+    starts = 0 if settings.rebalance_in_warmup else load.warmup
     movable: dict[str, Movable] = {}
     last_moved: dict[str, float] = {}
     leaving: list[tuple[float, int, str]] = []
-    used = placements = failures = moves = defragmentations = 0
+    used = defragmentations = 0
+    placed_by = [0, 0]  # warm-up, measured
+    moved_by = [0, 0]
+    failures = 0
     allowance = 0.0
     total = samples = 0.0
     curve: list[tuple[float, float]] = []
     every = max(1, len(arrivals) // 2000)
     started = time.perf_counter()
     where: dict[str, BoundPod] = {}
+
+    def moved(moves: Sequence[Move], now: float) -> None:
+        for move in moves:
+            last_moved[move.pod] = now
+            where[move.pod] = next(b for b in reversed(snapshot.bound) if b.pod == move.pod)
+        moved_by[measured] += len(moves)
+
     for index, (now, (_, timed)) in enumerate(zip(times, arrivals)):
         while leaving and leaving[0][0] <= now:
             _, _, pod = heapq.heappop(leaving)
@@ -272,51 +319,68 @@ def replay(nodes: Sequence[TraceNode], tasks: Sequence[TimedTask], load: Load, s
             del movable[pod]
             last_moved.pop(pod, None)
         measured = index >= load.warmup
+        if index == load.warmup:
+            allowance = 0.0  # the measured window spends only the moves it earns
+        active = with_rebalancer and index >= starts
         request = timed.task.request(f"{timed.task.name}#{index}")
         decision, snapshot = place(snapshot, request, policy, {}, explain_failure=False)
         placed: BoundPod | None = snapshot.bound[-1] if isinstance(decision, Bind) else None
-        if placed is None and with_rebalancer and allowance >= 1:
+        budget = defrag_budget(timed.task.num_gpu, allowance, settings) if placed is None and active else 0
+        if budget >= 1:
             found = defragment(snapshot, request, policy, movable, Budgets(now=now, last_moved=last_moved),
-                               rebalance_settings, max_moves=min(int(allowance), settings.max_moves_per_defrag))
+                               rebalance_settings, max_moves=budget)
             if found is not None and found.moves:
                 milli = request.milli_on(found.snapshot.states[found.node]) if found.gpu_indices else 0
                 placed = BoundPod(request.pod, found.node, found.gpu_indices, milli, request.cpu_milli,
                                   request.memory_mib)
                 snapshot = found.snapshot.with_bound(placed)
                 allowance -= len(found.moves)
-                moves += len(found.moves) if measured else 0
                 defragmentations += 1 if measured else 0
-                for move in found.moves:
-                    last_moved[move.pod] = now
-                    where[move.pod] = next(b for b in reversed(snapshot.bound) if b.pod == move.pod)
+                moved(found.moves, now)
         if placed is None:
             failures += 1 if measured else 0
         else:
-            placements += 1 if measured else 0
+            placed_by[measured] += 1
             used += placed.gpu_milli * len(placed.gpu_indices)
             movable[request.pod] = Movable(request)
             where[request.pod] = placed
             heapq.heappush(leaving, (now + min(timed.lifetime, settings.max_lifetime_s), index, request.pod))
-            if with_rebalancer and measured:
+            if active:
                 allowance = min(allowance + settings.move_rate / 100, settings.max_saved_moves)
                 if settings.consolidate_when_saved is not None and allowance >= settings.consolidate_when_saved:
                     packed = consolidate(snapshot, policy, movable, Budgets(now=now, last_moved=last_moved),
                                          rebalance_settings, max_moves=1)
-                    if packed.moves:
-                        snapshot = packed.snapshot
-                        allowance -= len(packed.moves)
-                        moves += len(packed.moves)
-                        for move in packed.moves:
-                            last_moved[move.pod] = now
-                            where[move.pod] = next(b for b in reversed(snapshot.bound) if b.pod == move.pod)
+                    snapshot = packed.snapshot
+                    allowance -= len(packed.moves)
+                    moved(packed.moves, now)
         unallocated = 100.0 * (capacity - used) / capacity
         if measured:
             total += unallocated
             samples += 1
         if index % every == 0:
             curve.append((now / 3600, unallocated))
-    return ModeRun(with_rebalancer, seed, total / samples if samples else float("nan"), placements, failures, moves,
-                   defragmentations, time.perf_counter() - started, curve)
+    return ModeRun(with_rebalancer, seed, total / samples if samples else float("nan"), placed_by[1], failures,
+                   moved_by[1], defragmentations, time.perf_counter() - started, curve=curve,
+                   warmup_placements=placed_by[0], warmup_moves=moved_by[0])
+
+
+def defrag_cap(gpus: int, settings: RebalanceBenchSettings) -> int:
+    """Moves one defragmentation may make for a task asking for ``gpus`` whole GPUs (0 or 1: a task of
+    one GPU or less): ``max_moves_per_defrag``, or ``moves_per_gpu`` per GPU when that is more."""
+    if gpus <= 1:
+        return settings.max_moves_per_defrag
+    return max(settings.max_moves_per_defrag, math.ceil(settings.moves_per_gpu * gpus))
+
+
+def defrag_budget(gpus: int, allowance: float, settings: RebalanceBenchSettings) -> int:
+    """Moves a defragmentation for a task asking for ``gpus`` GPUs may spend now, with ``allowance``
+    saved: its cap, within what is saved; for a task of one GPU or less only what is saved beyond
+    ``small_task_reserve`` (nothing when that is None). Below 1: no defragmentation."""
+    if gpus <= 1:
+        if settings.small_task_reserve is None:
+            return 0
+        allowance -= settings.small_task_reserve
+    return max(0, min(math.floor(allowance), defrag_cap(gpus, settings)))
 
 
 def run(settings: RebalanceBenchSettings, progress: Callable[[str], None] | None = None
@@ -363,6 +427,8 @@ def summary(settings: RebalanceBenchSettings, load: Load, runs: Sequence[ModeRun
         chosen = [r for r in runs if r.rebalance == rebalanced]
         return {"unallocated_gpu_pct": round(statistics.median(r.unallocated_pct for r in chosen), 3),
                 "moves_per_100_placements": round(statistics.median(r.moves_per_100 for r in chosen), 3),
+                "moves_per_100_placements_whole_replay":
+                    round(statistics.median(r.moves_per_100_whole for r in chosen), 3),
                 "placements": statistics.median(r.placements for r in chosen),
                 "failed": statistics.median(r.failures for r in chosen)}
     without, with_ = mode(False), mode(True)
@@ -372,8 +438,10 @@ def summary(settings: RebalanceBenchSettings, load: Load, runs: Sequence[ModeRun
             "warmup_passes": settings.warmup_passes, "max_lifetime_s": settings.max_lifetime_s,
             "max_gap_s": settings.max_gap_s,
             "target_load_pct": round(100 * settings.target_load, 1), "move_rate_per_100": settings.move_rate,
-            "moves_per_defrag": settings.max_moves_per_defrag,
-            "consolidate_when_saved": settings.consolidate_when_saved,
+            "moves_per_defrag": settings.max_moves_per_defrag, "moves_per_gpu": settings.moves_per_gpu,
+            "small_task_reserve": settings.small_task_reserve, "max_saved_moves": settings.max_saved_moves,
+            "candidate_nodes": settings.candidate_nodes, "consolidate_when_saved": settings.consolidate_when_saved,
+            "rebalance_in_warmup": settings.rebalance_in_warmup,
             "load": load.to_json(), "without_rebalancer": without, "with_rebalancer": with_,
             "unallocated_reduction_pct": round(reduction, 1), "runs": {
                 "without_rebalancer": [r.to_json() for r in runs if not r.rebalance],
@@ -397,6 +465,11 @@ def table(result: dict[str, object]) -> str:
                      f"{row['placements']:>9.0f}{row['failed']:>9.0f}")
     lines.append(f"unallocated GPUs {result['unallocated_reduction_pct']} % fewer with the rebalancer "
                  "(median over seeds, mean over the measured arrivals)")
+    row = result["with_rebalancer"]
+    assert isinstance(row, dict)
+    lines.append(f"moves per 100 placements over the whole replay, warm-up included: "
+                 f"{row['moves_per_100_placements_whole_replay']:.2f}"
+                 f"{'' if result['rebalance_in_warmup'] else ' (the rebalancer starts with the measurement)'}")
     return "\n".join(lines)
 
 
@@ -444,15 +517,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load", type=float, default=105.0,
                         help="offered load to tune arrivals to, %% of the cluster's GPUs (default 105)")
     parser.add_argument("--move-rate", type=float, default=2.0, help="moves allowed per 100 placements (default 2)")
-    parser.add_argument("--consolidate-when-saved", type=float,
-                        default=RebalanceBenchSettings.consolidate_when_saved,
+    parser.add_argument("--consolidate-when-saved", type=float, default=None,
                         help="spend a saved move on emptying a lightly used GPU once this many are saved "
-                             f"(default {RebalanceBenchSettings.consolidate_when_saved:g})")
+                             "(default: never, moves go only to tasks that fail to place)")
     parser.add_argument("--no-consolidate", action="store_true",
-                        help="spend moves only on tasks that fail to place")
+                        help="never consolidate, whatever --consolidate-when-saved says")
     parser.add_argument("--moves-per-defrag", type=int, default=RebalanceBenchSettings.max_moves_per_defrag,
-                        help="moves one defragmentation may make "
-                             f"(default {RebalanceBenchSettings.max_moves_per_defrag})")
+                        help="moves one defragmentation may make for a task of one GPU or less, and the least for "
+                             f"any task (default {RebalanceBenchSettings.max_moves_per_defrag})")
+    parser.add_argument("--moves-per-gpu", type=float, default=RebalanceBenchSettings.moves_per_gpu,
+                        help="moves a defragmentation may make per GPU of a multi-GPU task "
+                             f"(default {RebalanceBenchSettings.moves_per_gpu:g})")
+    parser.add_argument("--small-task-reserve", type=float, default=None,
+                        help="defragment tasks of one GPU or less too, with moves saved beyond this many "
+                             "(default: never)")
+    parser.add_argument("--max-saved-moves", type=int, default=RebalanceBenchSettings.max_saved_moves,
+                        help=f"most moves saved up (default {RebalanceBenchSettings.max_saved_moves})")
+    parser.add_argument("--candidate-nodes", type=int, default=RebalanceBenchSettings.candidate_nodes,
+                        help="nodes one defragmentation simulates emptying "
+                             f"(default {RebalanceBenchSettings.candidate_nodes})")
+    parser.add_argument("--start-with-measurement", action="store_true",
+                        help="the rebalancer starts when the warm-up ends instead of with the first arrival")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N arrivals (a quick check)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--plot", help="write unallocated GPU %% over time, both modes, to this PNG")
@@ -472,9 +557,11 @@ def main(args: argparse.Namespace) -> int:
             nodes_csv=Path(args.nodes), pods_csv=Path(args.pods), policy=args.policy, seeds=parse_seeds(args.seeds),
             passes=args.passes, warmup_passes=args.warmup_passes, max_lifetime_s=args.max_lifetime,
             max_gap_s=args.max_gap, target_load=args.load / 100, move_rate=args.move_rate, task_limit=args.limit,
-            max_moves_per_defrag=max(1, args.moves_per_defrag),
+            max_moves_per_defrag=max(1, args.moves_per_defrag), moves_per_gpu=max(0.0, args.moves_per_gpu),
+            small_task_reserve=args.small_task_reserve, max_saved_moves=max(1, args.max_saved_moves),
+            candidate_nodes=max(1, args.candidate_nodes),
             consolidate_when_saved=None if args.no_consolidate else args.consolidate_when_saved,
-            workers=max(1, args.workers))
+            rebalance_in_warmup=not args.start_with_measurement, workers=max(1, args.workers))
         for path in (settings.nodes_csv, settings.pods_csv):
             if not path.is_file():
                 raise ValueError(f"{path} is not a file")

@@ -10,12 +10,15 @@ This module plans the moves that fix that, as data, from one snapshot:
   (remove them all, then give back every one that is not needed); nodes are tried in order
   of how little must move, and on each the pods that leave are placed elsewhere with the
   same policy as the scheduler, on a copy of the snapshot. The first node where all of them
-  find room wins; the search is bounded (``RebalanceSettings.candidate_nodes``).
+  find room wins; the search is bounded (``RebalanceSettings.candidate_nodes``). Nodes where
+  a pod that must leave needs at least what the replica needs (another 8-GPU task on an
+  otherwise empty node) are tried last: that pod would need the room the replica could not find.
 - ``spread_hot_spots``: replicas of one service bunched on a node (two more than on another
   node the service could use), and nodes whose measured GPU utilisation is far above the
   rest, each lose a replica to a node that evens it out.
 - ``consolidate``: GPUs holding only a small share are emptied into the spare room of other
-  partly used GPUs, so that whole-GPU replicas find whole GPUs again.
+  partly used GPUs, so that whole-GPU replicas find whole GPUs again (least used first, or
+  the most per move first; optionally only where the node keeps CPU for a whole-GPU replica).
 - ``rebalance``: all of them, within one cycle's budgets: pending replicas first, then hot
   spots, then (when ``RebalanceSettings.consolidate``) consolidation.
 - ``revalidate``: the same plan checked against a fresh snapshot before the operator acts:
@@ -91,6 +94,12 @@ class RebalanceSettings:
     consolidate_below_milli: int = 500
     """GPUs holding at most this many milli-GPUs are worth emptying: their pods are small enough
     to fit into the spare room other GPUs leave, and the GPU freed is whole again."""
+    consolidate_min_cpu_milli: int = 0
+    """CPU (milli-CPUs) a node must have free once a GPU's pods have left for that GPU to be worth
+    emptying: a whole GPU on a node without CPU to go with it serves no whole-GPU replica. 0: any."""
+    consolidate_fullest_first: bool = False
+    """Empty the GPUs whose pods hold the most per move first (what a move takes out of the spare
+    room of other GPUs, where no whole-GPU replica could use it), instead of the least used first."""
 
 
 @dataclass(frozen=True)
@@ -325,9 +334,10 @@ def _defragment(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, 
         if len(pods) > limit:
             continue
         moved_milli = sum(b.gpu_milli * len(b.gpu_indices) for b in pods)
-        candidates.append((len(pods), moved_milli, node, leaving))
+        hopeless = any(_needs_as_much(b, movable[b.pod].request, request) for b in pods if b.node == node)
+        candidates.append((hopeless, len(pods), moved_milli, node, leaving))
     candidates.sort()
-    for _, _, node, leaving in candidates[:allowance.settings.candidate_nodes]:
+    for _, _, _, node, leaving in candidates[:allowance.settings.candidate_nodes]:
         pods = [b for unit in leaving for b in units[unit]]
         if not allowance.affords(pods):
             continue
@@ -341,6 +351,23 @@ def _defragment(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, 
         allowance.spend(pods, movable)
         return MovePlan(tuple(moves), after, request, target[0], target[1])
     return None
+
+
+def _needs_as_much(pod: BoundPod, mine: PodRequest, request: PodRequest) -> bool:
+    """Whether ``pod`` holds at least what ``request`` asks for (GPUs and each GPU's share, CPU,
+    memory) and accepts no GPU product the request does not: it needs the room the request could
+    not find, so moving it rarely succeeds (on a busy cluster, another 8-GPU task on an otherwise
+    empty node is the cheapest node to clear for an 8-GPU request, and the one that never clears).
+    Such nodes are tried last. Shares given as GPU memory are never compared (their size depends
+    on the node)."""
+    if request.gpu_memory_mib or mine.gpu_memory_mib:
+        return False
+    wanted = request.gpu_milli if request.shared else (MILLI if request.gpus else 0)
+    if len(pod.gpu_indices) < request.gpus_needed() or (wanted and pod.gpu_milli < wanted):
+        return False
+    if pod.cpu_milli < request.cpu_milli or pod.memory_mib < request.memory_mib:
+        return False
+    return not request.products or (bool(mine.products) and set(mine.products) <= set(request.products))
 
 
 def _feasibility() -> Policy:
@@ -527,7 +554,9 @@ def consolidate(snapshot: ClusterSnapshot, policy: Policy, movable: Mapping[str,
     leave none. A GPU holding at most ``settings.consolidate_below_milli`` is emptied when
     every pod on it may move and each finds a place, with the scheduler's policy, on a GPU
     that is already partly used (taking an idle GPU would gain nothing). Least used GPUs
-    first; within the budgets."""
+    first (``settings.consolidate_fullest_first``: the most milli-GPUs per move first); GPUs
+    whose node would keep less CPU free than ``settings.consolidate_min_cpu_milli``, and GPUs
+    holding a pod larger than any other GPU's spare room, are left alone; within the budgets."""
     allowance = _Allowance(settings, budgets, max_moves)
     return _consolidate(snapshot, policy, movable, allowance)
 
@@ -540,12 +569,18 @@ def _consolidate(snapshot: ClusterSnapshot, policy: Policy, movable: Mapping[str
     for pod in snapshot.bound:
         for index in pod.gpu_indices:
             on_gpu.setdefault((pod.node, index), []).append(pod)
+    # The most any pod can take elsewhere: the largest spare room of a partly used GPU.
+    room = max((f for state in snapshot.states.values() for f in state.gpu_free_milli if f < MILLI), default=0)
     light = []
+    settings = allowance.settings
     for (node, index), pods in on_gpu.items():
-        used = MILLI - snapshot.states[node].gpu_free_milli[index]
-        if 0 < used <= allowance.settings.consolidate_below_milli \
+        state = snapshot.states[node]
+        used = MILLI - state.gpu_free_milli[index]
+        if 0 < used <= settings.consolidate_below_milli and all(p.gpu_milli <= room for p in pods) \
+                and state.cpu_free_milli + sum(p.cpu_milli for p in pods) >= settings.consolidate_min_cpu_milli \
                 and all(p.pod in units and len(units[p.pod]) == 1 and len(p.gpu_indices) == 1 for p in pods):
-            light.append((used, node, index, tuple(sorted(pods, key=lambda p: p.pod))))
+            order = -used / len(pods) if settings.consolidate_fullest_first else used
+            light.append((order, node, index, tuple(sorted(pods, key=lambda p: p.pod))))
     light.sort(key=lambda item: item[:3])
     moved: set[str] = set()
     tries = allowance.settings.candidate_nodes

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trireme.benchmarks.rebalance import RebalanceBenchSettings, defrag_budget, defrag_cap, run
 from trireme.cli import main
 from trireme.scheduler.cluster import BoundPod, ClusterSnapshot, node_state
 from trireme.scheduler.plan import select
 from trireme.scheduler.policies import make_policy
 from trireme.scheduler.rebalance import (
     DEFRAGMENT, HOT_NODE, SKEWED_SERVICE, Budgets, Movable, Move, MovePlan, RebalanceSettings, apply_moves,
-    consolidate, defragment, gpu_milli_used, rebalance, revalidate, spread_hot_spots)
+    _needs_as_much, consolidate, defragment, gpu_milli_used, rebalance, revalidate, spread_hot_spots)
 from trireme.scheduler.requests import PodRequest
 
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -110,6 +111,9 @@ DEFRAG_CASES = {
     "a gang moves whole": DefragCase(
         {"a": 2, "b": 2, "c": 1}, {"g1": Pod("a", (0,), gang="g"), "g2": Pod("b", (0,), gang="g")}, TWO,
         [("g2", "b", "b"), ("g1", "a", "b")]),
+    "a node held by a task as large as the request is tried last": DefragCase(
+        {"a": 2, "b": 2, "c": 1, "d": 1}, {"big": Pod("a", (0, 1)), "x": Pod("b", (0,)), "y": Pod("b", (1,))}, TWO,
+        [("x", "b", "c"), ("y", "b", "d")], settings=RebalanceSettings(candidate_nodes=1), target="b"),
     "a spread replica avoids its service's nodes": DefragCase(
         {"a": 2, "b": 2},
         {"x": Pod("a", (0,), service="ns/s", spread=True), "y": Pod("b", (0,), service="ns/s", spread=True)},
@@ -130,6 +134,39 @@ def test_defragment(case: DefragCase) -> None:
         assert found.node == case.target
     assert select(found.snapshot, case.want, FIRSTFIT, allowed=frozenset({found.node})) is not None
     assert revalidate(found, snapshot, movable) == (found, "")
+
+
+WHOLE8 = PodRequest(pod="new", cpu_milli=64000, memory_mib=1024, gpus=8)
+NEEDS_AS_MUCH_CASES = {
+    "another 8-GPU task": (BoundPod("p", "a", tuple(range(8)), 1000, 88000, 2048), PodRequest(pod="p", gpus=8),
+                           WHOLE8, True),
+    "fewer GPUs": (BoundPod("p", "a", (0, 1, 2, 3), 1000, 88000, 2048), PodRequest(pod="p", gpus=4), WHOLE8, False),
+    "less CPU": (BoundPod("p", "a", tuple(range(8)), 1000, 32000, 2048), PodRequest(pod="p", gpus=8), WHOLE8, False),
+    "a share is smaller than a whole GPU": (BoundPod("p", "a", (0,), 500, 12000, 2048),
+                                            PodRequest(pod="p", gpus=1, gpu_milli=500),
+                                            PodRequest(pod="new", gpus=1), False),
+    "a whole GPU holds any share": (BoundPod("p", "a", (0,), 1000, 4000, 2048), PodRequest(pod="p", gpus=1),
+                                    PodRequest(pod="new", cpu_milli=3000, gpus=1, gpu_milli=810), True),
+    "a smaller share": (BoundPod("p", "a", (0,), 600, 4000, 2048), PodRequest(pod="p", gpus=1, gpu_milli=600),
+                        PodRequest(pod="new", cpu_milli=3000, gpus=1, gpu_milli=810), False),
+    "the pod accepts GPUs the request does not": (
+        BoundPod("p", "a", (0,), 1000, 4000, 2048), PodRequest(pod="p", gpus=1),
+        PodRequest(pod="new", gpus=1, products=(A100,)), False),
+    "the pod accepts only the request's GPUs": (
+        BoundPod("p", "a", (0,), 1000, 4000, 2048), PodRequest(pod="p", gpus=1, products=(A100,)),
+        PodRequest(pod="new", gpus=1, products=(A100, "T4")), True),
+    "a share given as GPU memory is never compared": (
+        BoundPod("p", "a", (0,), 1000, 4000, 2048), PodRequest(pod="p", gpus=1),
+        PodRequest(pod="new", gpus=1, gpu_memory_mib=20480), False),
+    "CPU-only pods with more CPU and memory": (BoundPod("p", "a", (), 0, 8000, 4096), PodRequest(pod="p"),
+                                               PodRequest(pod="new", cpu_milli=4000, memory_mib=1024), True),
+}
+
+
+@pytest.mark.parametrize("case", NEEDS_AS_MUCH_CASES.values(), ids=NEEDS_AS_MUCH_CASES.keys())
+def test_needs_as_much(case: tuple[BoundPod, PodRequest, PodRequest, bool]) -> None:
+    pod, mine, request, expect = case
+    assert _needs_as_much(pod, mine, request) is expect
 
 
 def test_a_whole_gang_counts_against_the_cap() -> None:
@@ -224,6 +261,33 @@ def test_consolidate(case: tuple[dict[str, int], dict[str, Pod], list[tuple[str,
         assert sum(s.whole_free_gpus for s in found.snapshot.states.values()) == \
             sum(s.whole_free_gpus for s in snapshot.states.values()) + len(expect)
         assert apply_moves(snapshot, found.moves, movable).states == found.snapshot.states
+
+
+CONSOLIDATE_ORDER_CASES = {
+    "least used first": (RebalanceSettings(default_disruption_budget=5), [("x", "a", "a")]),
+    "fullest first": (RebalanceSettings(default_disruption_budget=5, consolidate_fullest_first=True),
+                      [("z", "a", "a")]),
+    "enough CPU left for a whole GPU": (
+        RebalanceSettings(default_disruption_budget=5, consolidate_min_cpu_milli=62000), [("x", "a", "a")]),
+    "too little CPU left for a whole GPU": (
+        RebalanceSettings(default_disruption_budget=5, consolidate_min_cpu_milli=62001), []),
+}
+
+
+@pytest.mark.parametrize("case", CONSOLIDATE_ORDER_CASES.values(), ids=CONSOLIDATE_ORDER_CASES.keys())
+def test_consolidate_picks(case: tuple[RebalanceSettings, list[tuple[str, str, str]]]) -> None:
+    rules, expect = case
+    snapshot, movable = cluster({"a": 3}, {"x": Pod("a", (0,), 200), "y": Pod("a", (1,), 400),
+                                           "z": Pod("a", (2,), 500)})  # 64 CPUs, 3 used
+    found = consolidate(snapshot, BINPACK, movable, Budgets(), rules, max_moves=1)
+    assert moved(found) == expect
+    assert gpu_milli_used(found.snapshot) == gpu_milli_used(snapshot)
+
+
+def test_consolidate_skips_pods_larger_than_any_spare_room() -> None:
+    snapshot, movable = cluster({"a": 2, "b": 1}, {"x": Pod("a", (0,), 450), "y": Pod("a", (1,), 600),
+                                                   "z": Pod("b", (0,), 700)})  # most room 400 < 450
+    assert consolidate(snapshot, BINPACK, movable, Budgets(), RebalanceSettings(candidate_nodes=1)).moves == ()
 
 
 def test_a_cycle_makes_room_first_then_spreads_within_one_cap() -> None:
@@ -348,6 +412,7 @@ def test_cli_rebalance_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     for mode in ("without_rebalancer", "with_rebalancer"):
         assert 0 <= result[mode]["unallocated_gpu_pct"] <= 100
         assert result[mode]["moves_per_100_placements"] <= 2.0
+        assert result[mode]["moves_per_100_placements_whole_replay"] <= 2.0
     assert result["without_rebalancer"]["moves_per_100_placements"] == 0
     assert "[2/2]" in out.err and "compressed" in out.err
     assert picture.read_bytes().startswith(b"\x89PNG")
@@ -358,6 +423,48 @@ def test_cli_rebalance_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     no_times.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1000,1024,1,1000\n")
     assert main(["bench", "rebalance", "--nodes", str(nodes), "--pods", str(no_times), "--quiet"]) == 2
     assert "creation_time" in capsys.readouterr().err
+
+
+BUDGET_CASES = {
+    "an 8-GPU task: two moves per GPU": (8, 20.0, None, 16),
+    "an 8-GPU task: what is saved": (8, 9.5, None, 9),
+    "a 4-GPU task": (4, 20.0, None, 8),
+    "a 2-GPU task: the least cap": (2, 20.0, None, 4),
+    "nothing saved": (8, 0.5, None, 0),
+    "one GPU, no reserve: never": (1, 20.0, None, 0),
+    "a share, no reserve: never": (0, 20.0, None, 0),
+    "one GPU beyond the reserve": (1, 20.0, 16.0, 4),
+    "one GPU, one move beyond the reserve": (1, 17.5, 16.0, 1),
+    "one GPU within the reserve": (1, 16.5, 16.0, 0),
+}
+
+
+@pytest.mark.parametrize("case", BUDGET_CASES.values(), ids=BUDGET_CASES.keys())
+def test_defrag_budget(case: tuple[int, float, float | None, int]) -> None:
+    gpus, saved, reserve, expect = case
+    bench = RebalanceBenchSettings(Path("nodes.csv"), Path("pods.csv"), small_task_reserve=reserve)
+    assert defrag_budget(gpus, saved, bench) == expect
+    assert defrag_budget(gpus, saved, bench) <= defrag_cap(gpus, bench)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from((1, 3)), st.sampled_from((0.5, 2.0, 10.0)), st.booleans(), st.sampled_from((None, 1.0)))
+def test_replay_spends_only_what_it_earns(tmp_path_factory: pytest.TempPathFactory, warmup_passes: int,
+                                         rate: float, in_warmup: bool, reserve: float | None) -> None:
+    folder = tmp_path_factory.mktemp("trace")
+    (folder / "nodes.csv").write_text(NODES_CSV)
+    (folder / "pods.csv").write_text(pods_csv())
+    bench = RebalanceBenchSettings(folder / "nodes.csv", folder / "pods.csv", policy="firstfit", seeds=(1,),
+                                   passes=warmup_passes + 2, warmup_passes=warmup_passes, max_lifetime_s=600,
+                                   move_rate=rate, small_task_reserve=reserve, rebalance_in_warmup=in_warmup,
+                                   max_saved_moves=4)
+    load, runs = run(bench)
+    without, with_ = sorted(runs, key=lambda r: r.rebalance)
+    assert without.moves == without.warmup_moves == 0
+    assert with_.moves <= rate / 100 * with_.placements
+    assert with_.moves + with_.warmup_moves <= rate / 100 * (with_.placements + with_.warmup_placements)
+    assert in_warmup or with_.warmup_moves == 0
+    assert without.placements + without.failures == with_.placements + with_.failures == load.arrivals - load.warmup
 
 
 def test_cli_rebalance_on_openb(capsys: pytest.CaptureFixture[str]) -> None:
