@@ -197,11 +197,12 @@ class Rebalancer:
             return []
         with self.scheduling.exclusive():
             fresh = self.scheduling.read()
-            checked, why = revalidate(plan, cluster_from_objects(fresh.nodes, fresh.pods), movable)
+            room = cluster_from_objects(fresh.nodes, fresh.pods)
+            checked, why = revalidate(plan, room, movable)
             if checked is None:
                 log.info("rebalancing plan dropped, the next interval plans again: %s", why)
                 return []
-            started = self._start(plan, fresh, movable, now)
+            started = self._start(plan, fresh, room, movable, now)
         self.in_flight = (self.in_flight or 0) + len(started)
         return started
 
@@ -285,13 +286,12 @@ class Rebalancer:
 
     # -- starting moves -------------------------------------------------------------------------------------
 
-    def _start(self, plan: MovePlan, seen: ClusterObjects, movable: Mapping[str, Movable],
+    def _start(self, plan: MovePlan, seen: ClusterObjects, room: ClusterSnapshot, movable: Mapping[str, Movable],
                now: float) -> list[StartedMove]:
         """Create and bind the new replica of each move whose node has room now, with the old replicas
         still in place (make-before-break); a move that needs room an earlier move frees waits for the
         next plan, and so do the moves after it."""
         by_key = {pod_key(p): p for p in seen.pods}
-        room = cluster_from_objects(seen.nodes, seen.pods)
         started: list[StartedMove] = []
         for move in plan.moves:
             old = by_key[move.pod]
