@@ -23,12 +23,15 @@ Why this shape:
   arrival rate is forecast over that horizon from its recent trend, and a replica is kept
   rather than removed when it would probably be needed again before a new one could start (the
   scale-down window defaults to three quarters of the learned start-up delay).
-* **Headroom from the service's own burstiness, fast up.** Scaling up sizes for the forecast plus one
-  standard error of the rate level; the error comes from how much the 5 s rates scatter from one scrape
-  to the next, so a bursty service keeps more spare capacity than a smooth one. After a step in load
-  (the two newest scrapes more than twice the tolerance above the forecast) it sizes for the newest rate
-  at once. Scaling down needs the tolerance below the forecast and never goes under what scaling up asks
-  for.
+* **Headroom from the service's own burstiness; steps followed at once.** Scaling up sizes for the
+  forecast plus one standard error of the rate level; the error comes from how much the 5 s rates scatter
+  from one scrape to the next, so a bursty service keeps more spare capacity than a smooth one. When the
+  two newest scrapes are more than twice the tolerance away from the forecast, the load has stepped: a
+  rise is sized for at once, and a fall replaces the forecast, so the scale-down window starts counting
+  from the drop instead of from when the 30 s level has caught up with it. The forecast never runs more
+  than the tolerance ahead of the newest rate: a minute's rise carried a start-up delay ahead mostly
+  overshoots. Scaling down needs the tolerance below the forecast and never goes under what scaling up
+  asks for.
 * **Never worse on bad data.** Missing, stale, NaN/Inf, negative, reset or duplicated series
   give a *hold*: the count never goes down on metrics that cannot be trusted, and the caller
   reports MetricsAvailable=False.
@@ -185,6 +188,13 @@ class AutoscalerSettings:
     trend_confidence: float = 1.0
     """Standard errors taken off the fitted trend before it is used: Poisson noise in 5 s rates makes
     slopes that, stretched over a minute's horizon, would otherwise add replicas for nothing."""
+    forecast_cap: float | None = 0.1
+    """How far the forecast may run ahead of the newest rate (the rate of the last ``surge_window_s``, or
+    the level when that is higher), as a share of it; ``None``: no cap. A trend fitted over a minute and
+    carried a start-up delay ahead mostly overshoots on real traffic, where a minute's rise is as often a
+    burst that ends as a ramp that goes on; while a ramp does go on, the newest rate keeps rising and
+    every decision raises the cap with it (a rise beyond the band is sized for at once). The tolerance's
+    10 %: within it the forecast moves the count no more than noise would."""
     level_confidence: float = 1.0
     """Standard errors of the arrival-rate level added to the forecast that scaling up sizes for (scaling
     down never goes below that count). The error comes from the scrape-to-scrape scatter of the 5 s rates
@@ -194,11 +204,14 @@ class AutoscalerSettings:
     One standard error, the same confidence as the trend's."""
     surge_window_s: float = 10.0
     """When the arrival rate of the scrape intervals that began within this window (two 5 s scrapes) is more
-    than twice the tolerance above the forecast, a step in load: scaling up sizes for it at once instead of
-    after the rate window has caught up with it, while one glitching scrape cannot do so on its own. Smaller
-    rises are left to the level: inside the band where the count is held still, acting on a 10 s rate would
-    add a replica on one burst and remove it on the level (flapping). At the rates where one replica
-    matters (tens of requests per second) a 10 s rate is within a few percent."""
+    than twice the tolerance away from the forecast, the load has stepped. Up: scaling up sizes for the newest
+    rate at once instead of after the rate window has caught up with it. Down: the newest rate replaces the
+    forecast, so the scale-down window runs from the drop, not from when the 30 s level shows it (a fall is
+    judged against the level carried to the newest scrape by the trend). One glitching scrape cannot do either
+    on its own, and a fall still has to last the whole scale-down window. Smaller changes are left to the level: inside the band where the
+    count is held still, acting on a 10 s rate would add a replica on one burst and remove it on the level
+    (flapping). At the rates where one replica matters (tens of requests per second) a 10 s rate is within a
+    few percent."""
     startup_delay_prior_s: float = 30.0
     """Start-up delay assumed until one has been observed."""
     decision_lag_s: float = 5.0
@@ -285,8 +298,8 @@ class Observed:
     needed_replicas: float = math.nan
     """Replicas the capacity model (or the signal ratio) asks for before windows and limits."""
     sizing_rate: float = math.nan
-    """queueTime: the arrival rate scaling up sized for (the forecast plus the level's standard error, or
-    the newest rate after a step)."""
+    """queueTime: the arrival rate scaling up sized for (the forecast, or the newest rate after a fall, plus
+    the level's standard error; or the newest rate after a rise)."""
 
 
 @dataclass(frozen=True)
@@ -608,8 +621,11 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
     slots = float(settings.slots_per_replica or max(1, round(model.slots_per_replica or 1)))
     startup = model.startup_delay_s if model.startup_delay_s is not None else settings.startup_delay_prior_s
     horizon = startup + settings.decision_lag_s
-    # The level lags the newest sample by half its window; the forecast looks ahead over the horizon.
+    # The level lags the newest sample by half its window; the forecast looks ahead over the horizon, but no
+    # further than the cap above what the newest scrapes show.
     forecast = max(rate, rate + trend * (horizon + settings.rate_window_s / 2))
+    if settings.forecast_cap is not None and surge_span > 0:
+        forecast = max(rate, min(forecast, max(rate, surge_rate) * (1 + settings.forecast_cap)))
     service_s = model.service_time_s or 0.0
     observed = Observed(arrival_rate=rate, arrival_trend=trend, forecast_rate=forecast,
                         service_time_ms=service_s * 1000, queue_time_ms=queue_ms, pending_requests=pending,
@@ -632,14 +648,22 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
             reason = "no requests completed yet" if pending else "idle"
         else:
             # Up: on the upper side of what the level is known to, and on the newest rate after a step beyond
-            # the band the tolerance holds still (fast up). Down: only when demand is below what one replica
-            # less could serve by the tolerance, and never below what scaling up asks for now.
-            step = surge_rate > forecast * (1 + 2 * settings.tolerance)
-            sizing_rate = max(forecast + settings.level_confidence * level_error, surge_rate if step else 0.0)
+            # the band the tolerance holds still (fast up); after a fall beyond that band, from the newest rate.
+            # Down: only when demand is below what one replica less could serve by the tolerance, and never
+            # below what scaling up asks for now.
+            band = 2 * settings.tolerance
+            # A fall is judged against the level carried to the newest scrape (on a ramp the newest rates are
+            # meant to lie below the forecast a start-up delay ahead), a rise against the forecast itself.
+            level_now = rate + trend * settings.rate_window_s / 2
+            rose = surge_span > 0 and surge_rate > forecast * (1 + band)
+            fell = surge_span > 0 and surge_rate < level_now * (1 - band)
+            expected = surge_rate if fell else forecast
+            sizing_rate = max(expected + settings.level_confidence * level_error, surge_rate if rose else 0.0)
             need_up = needed(sizing_rate)
-            need_down = max(need_up, needed(forecast * (1 + settings.tolerance)))
+            need_down = max(need_up, needed(expected * (1 + settings.tolerance)))
             observed = replace(observed, sizing_rate=sizing_rate)
-            reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s, "
+            newest_rate = f", {surge_rate:.1f} in the last {settings.surge_window_s:.0f}s" if rose or fell else ""
+            reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s{newest_rate}, "
                       f"{sizing_rate:.1f} with headroom) × {service_s * 1000:.0f} ms on {slots:.0f} slots per "
                       f"replica keeps queue time under {settings.target:.0f} ms")
         observed = replace(observed, signal_value=queue_ms, needed_replicas=need_up)

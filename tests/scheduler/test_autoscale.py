@@ -192,6 +192,50 @@ def test_a_rise_within_the_tolerance_band_is_left_to_the_level() -> None:
     assert decision.observed.sizing_rate < 112.0
 
 
+@pytest.mark.parametrize("slope, capped", [
+    pytest.param(0.1, False, id="gentle-ramp-carried-a-start-up-delay-ahead"),
+    pytest.param(2.0, True, id="steep-rise-capped-above-the-newest-rate"),
+])
+def test_the_forecast_runs_at_most_the_cap_ahead_of_the_newest_rate(slope: float, capped: bool) -> None:
+    feed = Feed()
+    for i in range(13):
+        feed.step(80.0 + slope * 5.0 * i, STEADY)
+    newest = 80.0 + slope * 5.0 * 11.5  # the last two scrape intervals
+    decision = decide_on(feed.samples, STEADY)
+    uncapped = decide_on(feed.samples, STEADY, replace(SETTINGS, forecast_cap=None))
+    assert uncapped.observed.forecast_rate > uncapped.observed.arrival_rate
+    if capped:
+        assert decision.observed.forecast_rate == pytest.approx(newest * (1 + SETTINGS.forecast_cap), rel=0.01)
+        assert uncapped.observed.forecast_rate > decision.observed.forecast_rate
+        assert uncapped.desired_replicas > decision.desired_replicas
+    else:
+        assert decision.observed.forecast_rate == pytest.approx(uncapped.observed.forecast_rate)
+        assert decision.observed.forecast_rate > newest
+
+
+def test_a_fall_starts_the_scale_down_window_at_once() -> None:
+    """After an abrupt fall the newest rate replaces the forecast: the 30 s level still remembers the old load,
+    but the scale-down window runs from the fall, not from when the level has caught up."""
+    feed, current = Feed(), replicas_for(150.0)
+    state, window = None, SETTINGS.scale_down.min_window_s
+    for _ in range(13):
+        feed.step(150.0, current)
+        decision = decide_on(feed.samples, current, state=state)
+        state = decision.state
+    fell_at = feed.time
+    while current == replicas_for(150.0) and feed.time < fell_at + 120.0:
+        feed.step(50.0, current)
+        decision = decide_on(feed.samples, current, state=state)
+        state, current = decision.state, decision.desired_replicas
+        if feed.time == fell_at + 10.0:
+            assert decision.observed.arrival_rate > 100.0  # the level has not caught up yet
+            assert decision.observed.sizing_rate < 60.0
+            assert decision.action == "steady"  # a fall, too, has to last the whole window
+    # The two scrapes that show the fall, then the window; the level alone would take its own 30 s more.
+    assert feed.time <= fell_at + 10.0 + window
+    assert current < replicas_for(150.0)
+
+
 def _alternating(swing: float) -> Feed:
     feed = Feed()
     for i in range(13):
