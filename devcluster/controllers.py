@@ -105,6 +105,13 @@ class Controllers:
             self._enqueue(("owner-gone", meta["uid"]))
             if event.key == NODES:
                 self._enqueue(("node-gone", meta["name"]))
+        elif not meta.get("deletionTimestamp"):
+            # An object whose owners are all gone already (created, or given its references, after they were
+            # deleted) is collected as if they had gone now.
+            owners = [o.get("uid", "") for o in meta.get("ownerReferences") or []]
+            if owners and not any(uid in self._uids for uid in owners):
+                for uid in owners:
+                    self._enqueue(("owner-gone", uid))
         elif meta.get("deletionTimestamp"):
             finalizers = meta.get("finalizers") or []
             if "orphan" in finalizers or "foregroundDeletion" in finalizers:

@@ -232,6 +232,18 @@ def test_garbage_collection_by_owner_references(core: client.CoreV1Api, namespac
                  what="the dependent to be garbage collected")
 
 
+def test_an_object_created_after_its_owner_was_deleted_is_collected(core: client.CoreV1Api, namespace: str) -> None:
+    owner = core.create_namespaced_config_map(namespace, configmap("late-owner"))
+    core.delete_namespaced_config_map("late-owner", namespace)
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "late-owner", "uid": owner.metadata.uid}
+    core.create_namespaced_config_map(namespace, {**configmap("late-dep"), "metadata": {
+        "name": "late-dep", "ownerReferences": [ref]}})
+    core.create_namespaced_config_map(namespace, configmap("bystander"))
+    wait_for(lambda: not any(c.metadata.name == "late-dep" for c in core.list_namespaced_config_map(namespace).items),
+             what="the dependent of a deleted owner to be garbage collected")
+    assert core.read_namespaced_config_map("bystander", namespace).metadata.name == "bystander"
+
+
 def test_namespace_deletion_removes_its_objects(core: client.CoreV1Api) -> None:
     name = f"gone-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
