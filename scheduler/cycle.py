@@ -95,8 +95,8 @@ def schedule(snapshot: ClusterSnapshot, pending: Sequence[Pending], victims: Map
             decisions.update((d.pod, d) for d in made)
             continue
         if entry.nominated_node and terminating.get(entry.nominated_node):
-            waiting = Unschedulable(entry.name, f"waiting for {terminating[entry.nominated_node]} preempted pod(s) "
-                                                f"to leave node {entry.nominated_node}")
+            waiting = Unschedulable(entry.name, f"waiting for {terminating[entry.nominated_node]} pod(s) to leave "
+                                                f"node {entry.nominated_node} (preempted or moved to make room)")
             decisions.update((pod, Unschedulable(pod, waiting.reason)) for pod in entry.pods)
             continue
         preemption = find_preemption(snapshot, entry.request, policy, victims, budgets) if victims else None

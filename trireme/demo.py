@@ -6,10 +6,13 @@ on its own thread with the local Prometheus and short autoscaling intervals,
 applies the sample InferenceService with ``spec.autoscaling`` enabled and a second
 one that fits nowhere, and sends real inferences to the ready replicas. A short
 scenario (``scaling_story``) then changes only the load, low to high to low; the
-replica count follows from the operator's autoscaler, and placement and scaling
-can be watched as they happen: live in the terminal, or as progress lines and a
-summary with ``--headless``, whose exit status says whether the service scaled out
-under load and back in after it without a failed request. Without Prometheus the
+replica count follows from the operator's autoscaler. Then two more services fragment
+the GPUs (``defragmentation_steps``): one whose replicas are spread over the nodes,
+and one whose replica needs a whole node, which the rebalancer makes room for
+by moving a replica, make-before-break. Placement, scaling and moves can be watched as
+they happen: live in the terminal, or as progress lines and a summary with
+``--headless``, whose exit status says whether the service scaled out under load and
+back in after it, and whether the rebalancer made room, without a failed request. Without Prometheus the
 autoscaler has nothing to read, so the same story scales the service by script
 instead. Ctrl-C (or ``--duration``) stops everything it started, and it checks
 that no process is left behind.
@@ -33,7 +36,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,7 +123,15 @@ class Scale:
     why: str
 
 
-Action = SetRate | Scale
+@dataclass(frozen=True)
+class Apply:
+    """Create an InferenceService (or update its spec), as ``kubectl apply -f``."""
+
+    body: Mapping[str, Any]
+    why: str
+
+
+Action = SetRate | Scale | Apply
 
 
 @dataclass(frozen=True)
@@ -241,6 +252,12 @@ def demo_autoscaling(base_rate: float, service_time_ms: int) -> dict[str, Any]:
 
 def scaling_story(service: str, base_rate: float, peak_replicas: int = PEAK_REPLICAS, hold_s: float = 8.0,
                   autoscaled: bool = True) -> Scenario:
+    """The scaling part of the demo on its own (see ``scaling_steps``)."""
+    return Scenario(scaling_steps(service, base_rate, peak_replicas, hold_s, autoscaled))
+
+
+def scaling_steps(service: str, base_rate: float, peak_replicas: int = PEAK_REPLICAS, hold_s: float = 8.0,
+                  autoscaled: bool = True) -> list[Step]:
     """Low load until ``service`` serves on one replica (``autoscaled``: with its autoscaler steady),
     three times that until it runs ``peak_replicas`` ready replicas and has held them ``hold_s``, then
     low again until it is back to one replica. With ``autoscaled`` only the load changes and the
@@ -258,14 +275,41 @@ def scaling_story(service: str, base_rate: float, peak_replicas: int = PEAK_REPL
                      up + (Scale(service, peak_replicas, f"load stepped up to {peak:g}/s"),))
         down += (Scale(service, 1, f"load eased to {base_rate:g}/s"),)
         who = "the demo to scale"
-    return Scenario([
+    return [
         start,
         Step(f"{who} {service} out to {peak_replicas} ready replicas", ready_replicas(service, peak_replicas),
              goal=f"{service} scaled out to {peak_replicas} ready replicas under load"),
         Step(f"{hold_s:g} s of peak load on {peak_replicas} replicas", after(hold_s), down),
         Step(f"{who} {service} back in to 1 ready replica", ready_replicas(service, 1),
              goal="back in to 1 ready replica after it"),
-    ])
+    ]
+
+
+def defragmentation_steps(spread: Mapping[str, Any], whole_node: Mapping[str, Any]) -> list[Step]:
+    """Apply ``spread`` (replicas placed one per node, so each node has a GPU taken), then, once they are
+    ready, ``whole_node`` (one replica needing every GPU of a node): it fits nowhere until the rebalancer
+    moves a replica of ``spread`` next to another, starting the new replica before the old one leaves."""
+    mover, waiting = spread["metadata"]["name"], whole_node["metadata"]["name"]
+    gpus = whole_node["spec"]["gpus"]["count"]
+    count = spread["spec"]["replicas"]
+    return [
+        Step("the scaling story to end", after(0.0),
+             (Apply(spread, f"{mover}: {count} replicas of 1 GPU, spread over the nodes"),)),
+        Step(f"{count} replicas of {mover} ready", ready_replicas(mover, count),
+             (Apply(whole_node, f"{waiting}: {gpus} GPUs on one node, more than any node has free"),)),
+        Step(f"the rebalancer to move a replica of {mover} so that {waiting} fits", moved_for(waiting, mover),
+             goal=f"{waiting} ({gpus} GPUs on one node) ready after the rebalancer moved a replica of {mover}"),
+    ]
+
+
+def moved_for(service: str, mover: str) -> Callable[[ClusterView, float], bool]:
+    """``service`` has a ready replica, and a move of a replica of ``mover`` has finished (its Moved
+    Event: the new replica served before the old one was drained and deleted)."""
+    def check(view: ClusterView, _: float) -> bool:
+        tis = view.service(service)
+        moved = any(e.reason == "Moved" and e.object == f"tis/{mover}" for e in view.events)
+        return moved and tis is not None and tis.ready >= 1
+    return check
 
 
 # -- files of the repository -------------------------------------------------------------------------------
@@ -312,6 +356,19 @@ def sample_services(models: Path, namespace: str, largest_node_gpus: int,
     large["spec"]["gpus"] = {"count": max(2, 2 * largest_node_gpus)}
     large["spec"]["autoscaling"] = {"enabled": False}
     return sample, large
+
+
+def defragmentation_services(sample: Mapping[str, Any], node_gpus: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copies of ``sample`` for ``defragmentation_steps``, without autoscaling: ``batch``, two replicas of
+    one GPU placed by the spread policy, and ``wide``, one replica on all ``node_gpus`` GPUs of one node."""
+    namespace = sample["metadata"].get("namespace")
+    batch, wide = copy.deepcopy(sample), copy.deepcopy(sample)
+    batch["metadata"] = {"name": "batch", "namespace": namespace}
+    batch["spec"].update(replicas=2, gpus={"count": 1}, autoscaling={"enabled": False},
+                         scheduling={"policy": "spread"})
+    wide["metadata"] = {"name": "wide", "namespace": namespace}
+    wide["spec"].update(replicas=1, gpus={"count": node_gpus}, autoscaling={"enabled": False})
+    return batch, wide
 
 
 # -- reading the cluster ------------------------------------------------------------------------------------
@@ -452,8 +509,9 @@ class OperatorThread:
     """``trireme run`` in this process: its own thread and event loop, stopped through kopf's stop flag."""
 
     def __init__(self, namespace: str, prometheus_url: str | None = None, autoscale_interval_s: float = 1.0,
-                 drain_grace_s: float = 3.0) -> None:
+                 drain_grace_s: float = 3.0, rebalance_interval_s: float = 2.0) -> None:
         self.namespace = namespace
+        self.rebalance_interval_s = rebalance_interval_s
         self.prometheus_url = prometheus_url
         self.autoscale_interval_s = autoscale_interval_s
         self.drain_grace_s = drain_grace_s
@@ -476,10 +534,11 @@ class OperatorThread:
         from trireme.operator.settings import OperatorSettings
 
         # as `trireme run` with --namespace, --reconcile-interval, --prometheus-url, --autoscale-interval,
-        # --drain-grace, --drain-timeout and --metrics-unavailable-after
+        # --drain-grace, --drain-timeout, --metrics-unavailable-after and --rebalance-interval
         settings = OperatorSettings(namespaces=(self.namespace,), reconcile_interval_s=1.0,
                                     autoscale_interval_s=self.autoscale_interval_s, drain_grace_s=self.drain_grace_s,
                                     drain_timeout_s=30.0, metrics_unavailable_after_s=10.0,
+                                    rebalance_interval_s=self.rebalance_interval_s,
                                     **({"prometheus_url": self.prometheus_url} if self.prometheus_url else {}))
         try:
             asyncio.run(run(settings, stop_flag=self.stop_flag))
@@ -553,6 +612,8 @@ class Record:
                 lines.append(f"{service.name}: {service.ready}/{service.desired} replicas ready")
             if service.problem:
                 self.unschedulable[service.name] = service.problem
+            else:  # placed since: the summary names only what is still waiting
+                self.unschedulable.pop(service.name, None)
             line = self._decision(now, service)
             if line:
                 lines.append(line)
@@ -688,8 +749,9 @@ class Demo:
                 f": autoscaling from {cluster.prometheus_url}, a decision every {settings.autoscale_interval_s:g}s"
                 if autoscaled else ""))
             reader = ClusterReader(api, settings.namespace, cluster.prometheus_url)
-            largest = max((int(n["status"]["capacity"].get("nvidia.com/gpu", 0))
-                           for n in cluster.store.items(("", "nodes"))), default=0)
+            node_gpus = [int(n["status"]["capacity"].get("nvidia.com/gpu", 0))
+                         for n in cluster.store.items(("", "nodes"))]
+            largest = max(node_gpus, default=0)
             autoscaling = demo_autoscaling(settings.rate, settings.service_time_ms)
             sample, large = sample_services(models, settings.namespace, largest, autoscaling if autoscaled else None)
             self._apply(api, sample)
@@ -709,7 +771,14 @@ class Demo:
                 self.notes.append("without Prometheus the autoscaler has no metrics: the demo scales "
                                   f"{service} itself, as kubectl scale would")
                 self.say(self.notes[-1])
-            self.scenario = scaling_story(service, settings.rate, hold_s=settings.hold_s, autoscaled=autoscaled)
+            steps = scaling_steps(service, settings.rate, hold_s=settings.hold_s, autoscaled=autoscaled)
+            if node_gpus.count(largest) >= 2 and largest >= 3:
+                steps += defragmentation_steps(*defragmentation_services(sample, largest))
+            else:
+                self.notes.append("this cluster is too small for the rebalancing part of the story (it needs two "
+                                  "nodes of the most GPUs, at least 3 each): it plays only the scaling part")
+                self.say(self.notes[-1])
+            self.scenario = Scenario(steps)
             endpoint_reader = ClusterReader(config.new_client_from_config(config_file=str(kubeconfig)),
                                             settings.namespace, None)
             self.loadgen = LoadGenerator(lambda: endpoint_reader.endpoints(service), settings.rate)
@@ -769,6 +838,10 @@ class Demo:
         if isinstance(action, SetRate):
             self.loadgen.rate = action.rate
             self.say(f"scenario: {action.why}")
+            return
+        if isinstance(action, Apply):
+            self._apply(api, dict(action.body))
+            self.say(f"scenario: applied {action.why}")
             return
         custom = client.CustomObjectsApi(api)
         current = custom.get_namespaced_custom_object_scale(GROUP, VERSION, self.settings.namespace, PLURAL,

@@ -1,7 +1,7 @@
 """``trireme demo --headless`` end to end: a real local cluster, the operator, Triton replicas
 and Prometheus in one process; the demo changes only the load, the operator's autoscaler scales the
-service out and back in, and the run must serve without a failure, summarise and leave no process
-behind."""
+service out and back in, the rebalancer moves a replica to make room for one that needs a whole node,
+and the run must serve without a failure, summarise and leave no process behind."""
 
 from __future__ import annotations
 
@@ -69,8 +69,19 @@ def test_headless_demo_scales_serves_and_leaves_nothing_behind(tmp_path: Path) -
     placed = dict(re.findall(r"placed\s+(simple-r\d) on (\S+, GPUs \S+)", text))
     assert sorted(placed) == ["simple-r0", "simple-r1", "simple-r2"]
     assert len(set(placed.values())) == 3  # three different GPUs
-    assert "unschedulable  large: large-r0: needs 4× GPU on one node" in text
+    assert "unschedulable  large: large-r0: needs 8× GPU on one node" in text
     assert "FailedScheduling" in text
+    # then the rebalancer makes room for a replica needing a whole node, moving one replica make-before-break
+    assert "then wide (4 GPUs on one node) ready after the rebalancer moved a replica of batch;" in text
+    moved = re.search(r"event Moved tis/batch: pod (batch-r\d) serves on node (\S+); pod (batch-r\d) on node (\S+) "
+                      r"drained and deleted", text)
+    assert moved, text
+    new_pod, new_node, old_pod, old_node = moved.groups()
+    assert re.search(rf"event Moving tis/batch: pod {old_pod} moves from node {old_node} to node {new_node}", text)
+    assert re.search(rf"event Defragmenting tis/wide: making room on node {old_node} ", text)
+    assert text.index(f"Started pod/{new_pod}") < text.index(f"Killing pod/{old_pod}")
+    assert re.search(rf"placed\s+wide-r0 on {old_node}, GPUs 0,1,2,3$", text, re.M)
+    assert "unschedulable  wide" not in text
 
     assert marked_processes(MARK, mark) == []
     assert "no process left behind" in text

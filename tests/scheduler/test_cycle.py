@@ -68,7 +68,7 @@ def test_preemption_picks_each_victim_once_and_spends_the_budget() -> None:
 def test_a_nominated_pod_waits_for_its_victims_to_leave() -> None:
     entry = Pending(pod("a", 1, 10), nominated_node="n0")
     result = schedule(full(), [entry], VICTIMS, terminating={"n0": 1})
-    assert result.decisions["ns/a"] == Unschedulable("ns/a", "waiting for 1 preempted pod(s) to leave node n0")
+    assert result.decisions["ns/a"] == Unschedulable("ns/a", "waiting for 1 pod(s) to leave node n0 (preempted or moved to make room)")
 
 
 def test_no_victims_no_preemption() -> None:
