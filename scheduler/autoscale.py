@@ -22,7 +22,10 @@ Why this shape:
 * **Ahead by the start-up delay.** A replica asked for now serves only after it starts, so the
   arrival rate is forecast over that horizon from its recent trend, and a replica is kept
   rather than removed when it would probably be needed again before a new one could start (the
-  scale-down window defaults to three quarters of the learned start-up delay).
+  scale-down window defaults to three quarters of the learned start-up delay). When a scale-down
+  is undone while requests queue (the replicas were asked for again before a new one could have
+  started), the window doubles, up to four times, and shrinks back over ten minutes: a load whose
+  bursts come back sooner than a replica starts keeps its replicas through the gaps.
 * **Headroom from the service's own burstiness; steps followed at once.** Scaling up sizes for the
   forecast plus one standard error of the rate level; the error comes from how much the 5 s rates scatter
   from one scrape to the next, so a bursty service keeps more spare capacity than a smooth one. When the
@@ -130,6 +133,20 @@ class ScaleDownPolicy:
     """The automatic window is this share of the learned start-up delay. The whole delay would be the
     break-even (a replica removed and needed again within it saves nothing); the forecast already looks a
     start-up delay ahead, so three quarters of it is enough of the past to trust a drop."""
+    max_window_growth: float = 4.0
+    """The automatic window doubles, up to this factor, each time a scale-down is undone: replicas asked for
+    again within a start-up delay plus the window while requests queued (``growth_queue_share``). A load
+    whose bursts come back sooner than a replica can start (so every scale-down between them costs the next
+    burst) then keeps its replicas through the gaps, as HPA's five-minute window would, while a load whose
+    scale-downs hold keeps the short window. 1: the window never grows."""
+    growth_queue_share: float = 0.2
+    """A scale-up undoes a scale-down only when the mean queue time over the rate window is at least this
+    share of the objective (the queueTime target, or ``latency_slo_ms`` for the other signals): replicas
+    added back while nobody waited cost nothing but the start, and the usual ups and downs of a load around
+    a replica boundary must not grow the window."""
+    growth_memory_s: float = 600.0
+    """A grown window shrinks back towards the base with this time constant: ten minutes without undone
+    scale-downs and the service is trusted to have calmed down."""
     max_change_replicas: int = 2
     """Replicas that may always be removed per period."""
     max_change_percent: float = 25.0
@@ -272,6 +289,12 @@ class AutoscalerState:
     """Times of this autoscaler's scale-ups, one per replica added and not yet seen ready, oldest first."""
     last_ready: float | None = None
     last_starting: float | None = None
+    window_growth: float = 1.0
+    """Factor of the automatic scale-down window (``ScaleDownPolicy.max_window_growth``)."""
+    window_growth_at: float | None = None
+    """When ``window_growth`` was last updated (it decays from there)."""
+    undone_scale_down: float | None = None
+    """Time of the last scale-down already counted as undone (each counts once)."""
 
 
 @dataclass(frozen=True)
@@ -703,6 +726,25 @@ def _ratio_signal(settings: AutoscalerSettings, rate: float, pending: float, rea
     return newest.gpu_utilization * max(ready, 1.0), settings.target, "GPU utilisation"
 
 
+def _window_growth(state: AutoscalerState, now: float, current: int, need_up: int, base_window: float,
+                   startup: float, observed: Observed, settings: AutoscalerSettings) -> tuple[AutoscalerState, float]:
+    """The automatic scale-down window's growth factor now (``ScaleDownPolicy.max_window_growth``), decayed
+    since it was last set and doubled when this decision undoes the last scale-down."""
+    policy = settings.scale_down
+    growth = state.window_growth
+    if state.window_growth_at is not None and growth > 1.0:
+        growth = 1.0 + (growth - 1.0) * math.exp(-(now - state.window_growth_at) / policy.growth_memory_s)
+    objective_ms = settings.target if settings.signal is Signal.QUEUE_TIME else settings.latency_slo_ms
+    undone = (need_up > current and objective_ms is not None
+              and state.last_scale_down is not None and state.last_scale_down != state.undone_scale_down
+              and now - state.last_scale_down < base_window * growth + startup
+              and observed.queue_time_ms >= policy.growth_queue_share * objective_ms)
+    if undone:
+        growth = min(max(1.0, policy.max_window_growth), growth * 2.0)
+    return replace(state, window_growth=growth, window_growth_at=now,
+                   undone_scale_down=state.last_scale_down if undone else state.undone_scale_down), growth
+
+
 def _finish(state: AutoscalerState, now: float, current: int, settings: AutoscalerSettings, need_up: int,
             need_down: int, reason: str, observed: Observed, newest: MetricSample) -> Decision:
     """Apply the stabilisation windows, the GPU guard, the rate limits and the bounds."""
@@ -710,9 +752,12 @@ def _finish(state: AutoscalerState, now: float, current: int, settings: Autoscal
     need_up = max(lo, min(hi, need_up))
     need_down = max(lo, min(hi, need_down))
     down_window = settings.scale_down.stabilization_window_s
+    growth = 1.0
     if down_window is None:
         startup = observed.startup_delay_s if math.isfinite(observed.startup_delay_s) else 0.0
         down_window = max(settings.scale_down.min_window_s, settings.scale_down.startup_share * startup)
+        state, growth = _window_growth(state, now, current, need_up, down_window, startup, observed, settings)
+        down_window *= growth
     up_window = settings.scale_up.stabilization_window_s
     keep = max(down_window, up_window) + 1e-6
     history = tuple(r for r in state.recommendations if r[0] > now - keep) + ((now, need_up, need_down),)
@@ -728,7 +773,8 @@ def _finish(state: AutoscalerState, now: float, current: int, settings: Autoscal
         if now - first < down_window - 1e-6:
             wanted = current
         if wanted == current and need_down < current:
-            reason = f"{reason}; scale-down stabilising over {down_window:.0f}s"
+            grown = f" (×{growth:.1f} after scale-downs undone while requests queued)" if growth > 1.05 else ""
+            reason = f"{reason}; scale-down stabilising over {down_window:.0f}s{grown}"
     guard = newest.gpu_utilization
     if wanted < current and guard is not None and guard > settings.gpu_utilization_guard:
         wanted = current

@@ -236,6 +236,60 @@ def test_a_fall_starts_the_scale_down_window_at_once() -> None:
     assert current < replicas_for(150.0)
 
 
+def _play(feed: Feed, state: AutoscalerState | None, current: int, rate: float, seconds: float,
+          settings: AutoscalerSettings = SETTINGS, **kw: object) -> tuple[AutoscalerState | None, int, list[Decision]]:
+    """Decide after every 5 s scrape of ``rate`` for ``seconds``, applying each decision at once."""
+    decisions = []
+    for _ in range(int(seconds // 5)):
+        feed.step(rate, current, **kw)  # type: ignore[arg-type]
+        decision = decide_on(feed.samples, current, settings, state)
+        state, current = decision.state, decision.desired_replicas
+        decisions.append(decision)
+    return state, current, decisions
+
+
+def _first(decisions: list[Decision], action: str) -> int | None:
+    """Index of the first decision with ``action`` (one per 5 s)."""
+    return next((i for i, d in enumerate(decisions) if d.action == action), None)
+
+
+@pytest.mark.parametrize("queue_ms, window, grows", [
+    pytest.param(60.0, None, True, id="undone-while-requests-queued-doubles-the-window"),
+    pytest.param(0.0, None, False, id="undone-without-queueing-leaves-it"),
+    pytest.param(60.0, 30.0, False, id="a-window-set-in-the-spec-never-grows"),
+])
+def test_a_scale_down_undone_while_requests_queue_grows_the_window(queue_ms: float, window: float | None,
+                                                                   grows: bool) -> None:
+    """Bursts that come back before a replica could start again make every scale-down between them cost the
+    next burst: the automatic window grows so the replicas are kept through the gaps."""
+    settings = replace(SETTINGS, scale_down=ScaleDownPolicy(stabilization_window_s=window))
+    feed, high = Feed(), replicas_for(150.0)
+    state, current, _ = _play(feed, None, high, 150.0, 65, settings)
+    state, current, before = _play(feed, state, current, 50.0, 90, settings)
+    first_drop = _first(before, "scale-down")
+    assert first_drop is not None and current < high
+    state, current, back = _play(feed, state, current, 150.0, 15, settings, queue_ms=queue_ms)
+    assert _first(back, "scale-up") is not None  # the burst is back: replicas asked for again
+    assert state is not None and state.window_growth == pytest.approx(2.0 if grows else 1.0, rel=0.05)
+    state, current, after = _play(feed, state, current, 50.0, 120, settings)
+    second_drop = _first(after, "scale-down")
+    assert second_drop is not None
+    if grows:  # the next fall has to last twice as long
+        assert second_drop >= first_drop + 4  # 20 s or more later (the window, 30 s, about doubled)
+        assert "after scale-downs undone while requests queued" in after[second_drop - 1].reason
+    else:
+        assert abs(second_drop - first_drop) <= 1
+
+
+def test_a_grown_window_shrinks_back_when_scale_downs_hold() -> None:
+    state = AutoscalerState(window_growth=4.0, window_growth_at=0.0)
+    feed = Feed(time=600.0)
+    feed.steady(100.0, STEADY)
+    decision = decide_on(feed.samples, STEADY, state=state)
+    # ten minutes later: 1 + 3/e
+    assert decision.state.window_growth == pytest.approx(1.0 + 3.0 * math.exp(-(feed.time / 600.0)), rel=1e-6)
+
+
 def _alternating(swing: float) -> Feed:
     feed = Feed()
     for i in range(13):
