@@ -35,7 +35,9 @@ where they buy the most GPUs: to multi-GPU tasks, up to ``moves_per_gpu`` per GP
 8-GPU task needs a node emptied, and it holds eight GPUs once in); tasks of one GPU or
 less only with what is saved beyond ``small_task_reserve`` (by default never). Moves still
 unspent when ``consolidate_when_saved`` are saved go to consolidation: one empties a
-lightly used GPU into the spare room of others after a placement. A task leaves at its
+lightly used GPU into the spare room of others after a placement. With ``hold_s``, an 8-GPU
+task that the saved moves cannot place starts emptying a node with them and that node is held
+for the next one (off by default: it did not pay on the openb trace). A task leaves at its
 arrival time plus its lifetime, wherever it runs by then.
 
 The rebalancer runs from the first arrival (``rebalance_in_warmup``), so that each run is
@@ -65,10 +67,12 @@ from pathlib import Path
 
 from trireme.benchmarks.openb import TraceNode, TraceTask, capacity_milli, cluster, read_nodes
 from trireme.benchmarks.placement import parse_seeds
-from trireme.scheduler.cluster import BoundPod
-from trireme.scheduler.plan import Bind, place
+from trireme.scheduler.cluster import BoundPod, ClusterSnapshot
+from trireme.scheduler.plan import Bind, place, select
 from trireme.scheduler.policies import DEFAULT_POLICY, POLICY_NAMES, make_policy
-from trireme.scheduler.rebalance import Budgets, Movable, Move, RebalanceSettings, consolidate, defragment, unbound
+from trireme.scheduler.rebalance import (
+    Budgets, Movable, Move, RebalanceSettings, consolidate, defragment, prepare, unbound)
+from trireme.scheduler.requests import PodRequest
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,18 @@ class RebalanceBenchSettings:
     it earns. False: the rebalancer starts with the measurement, from nothing saved."""
     min_move_interval_s: float = 600.0
     """Seconds of simulated time before a moved task may move again."""
+    hold_s: float | None = None
+    """A task asking for ``hold_gpus`` GPUs or more that fails, and that the moves saved cannot
+    make room for, starts emptying the node cheapest to clear with what is saved
+    (``scheduler.rebalance.prepare``), and that node is held for such tasks this many simulated
+    seconds: smaller arrivals go elsewhere while they fit elsewhere, moved pods never go there,
+    and the next large task finds it emptier (the operator's pending replica waits, and each
+    cycle moves more for it, as Kubernetes' nominated node). The hold ends when a large task
+    takes the node. None: no holds."""
+    hold_gpus: int = 8
+    """GPUs a task asks for at least, for a node to be held for it (a node emptied)."""
+    max_holds: int = 1
+    """Nodes held at once: with this many held, a failing large task works on those only."""
     task_limit: int | None = None
     """Replay only the first N arrivals (a quick check)."""
     workers: int = 1
@@ -303,6 +319,7 @@ def replay(nodes: Sequence[TraceNode], tasks: Sequence[TimedTask], load: Load, s
     every = max(1, len(arrivals) // 2000)
     started = time.perf_counter()
     where: dict[str, BoundPod] = {}
+    holds: dict[str, float] = {}  # node held for large tasks -> when the hold ends
 
     def moved(moves: Sequence[Move], now: float) -> None:
         for move in moves:
@@ -323,20 +340,39 @@ def replay(nodes: Sequence[TraceNode], tasks: Sequence[TimedTask], load: Load, s
             allowance = 0.0  # the measured window spends only the moves it earns
         active = with_rebalancer and index >= starts
         request = timed.task.request(f"{timed.task.name}#{index}")
-        decision, snapshot = place(snapshot, request, policy, {}, explain_failure=False)
-        placed: BoundPod | None = snapshot.bound[-1] if isinstance(decision, Bind) else None
+        for node in [n for n, until in holds.items() if until <= now]:
+            del holds[node]
+        large = timed.task.num_gpu >= settings.hold_gpus
+        placed: BoundPod | None = None
+        if holds and not large:
+            chosen = select(snapshot, request, policy, avoid=frozenset(holds))
+            if chosen is not None:
+                placed = bound_pod(snapshot, request, *chosen)
+                snapshot = snapshot.with_bound(placed)
+        if placed is None:
+            decision, snapshot = place(snapshot, request, policy, {}, explain_failure=False)
+            placed = snapshot.bound[-1] if isinstance(decision, Bind) else None
         budget = defrag_budget(timed.task.num_gpu, allowance, settings) if placed is None and active else 0
         if budget >= 1:
             found = defragment(snapshot, request, policy, movable, Budgets(now=now, last_moved=last_moved),
-                               rebalance_settings, max_moves=budget)
+                               rebalance_settings, max_moves=budget, reserved=frozenset(holds))
             if found is not None and found.moves:
-                milli = request.milli_on(found.snapshot.states[found.node]) if found.gpu_indices else 0
-                placed = BoundPod(request.pod, found.node, found.gpu_indices, milli, request.cpu_milli,
-                                  request.memory_mib)
+                placed = bound_pod(found.snapshot, request, found.node, found.gpu_indices)
                 snapshot = found.snapshot.with_bound(placed)
                 allowance -= len(found.moves)
                 defragmentations += 1 if measured else 0
                 moved(found.moves, now)
+        if placed is None and active and large and settings.hold_s is not None:
+            started_on = prepare(snapshot, request, policy, movable, Budgets(now=now, last_moved=last_moved),
+                                 rebalance_settings, max_moves=budget, reserved=frozenset(holds),
+                                 nodes=frozenset(holds) if len(holds) >= settings.max_holds else None)
+            if started_on is not None:
+                snapshot = started_on.snapshot
+                allowance -= len(started_on.moves)
+                moved(started_on.moves, now)
+                holds[started_on.node] = now + settings.hold_s
+        if placed is not None and large:
+            holds.pop(placed.node, None)
         if placed is None:
             failures += 1 if measured else 0
         else:
@@ -362,6 +398,12 @@ def replay(nodes: Sequence[TraceNode], tasks: Sequence[TimedTask], load: Load, s
     return ModeRun(with_rebalancer, seed, total / samples if samples else float("nan"), placed_by[1], failures,
                    moved_by[1], defragmentations, time.perf_counter() - started, curve=curve,
                    warmup_placements=placed_by[0], warmup_moves=moved_by[0])
+
+
+def bound_pod(snapshot: ClusterSnapshot, request: PodRequest, node: str, gpus: tuple[int, ...]) -> BoundPod:
+    """``request`` bound on ``node``/``gpus`` of ``snapshot``, as ``place`` binds it."""
+    milli = request.milli_on(snapshot.states[node]) if gpus else 0
+    return BoundPod(request.pod, node, gpus, milli, request.cpu_milli, request.memory_mib, request.service)
 
 
 def defrag_cap(gpus: int, settings: RebalanceBenchSettings) -> int:
@@ -441,7 +483,8 @@ def summary(settings: RebalanceBenchSettings, load: Load, runs: Sequence[ModeRun
             "moves_per_defrag": settings.max_moves_per_defrag, "moves_per_gpu": settings.moves_per_gpu,
             "small_task_reserve": settings.small_task_reserve, "max_saved_moves": settings.max_saved_moves,
             "candidate_nodes": settings.candidate_nodes, "consolidate_when_saved": settings.consolidate_when_saved,
-            "rebalance_in_warmup": settings.rebalance_in_warmup,
+            "rebalance_in_warmup": settings.rebalance_in_warmup, "hold_s": settings.hold_s,
+            "max_holds": settings.max_holds,
             "load": load.to_json(), "without_rebalancer": without, "with_rebalancer": with_,
             "unallocated_reduction_pct": round(reduction, 1), "runs": {
                 "without_rebalancer": [r.to_json() for r in runs if not r.rebalance],
@@ -536,6 +579,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidate-nodes", type=int, default=RebalanceBenchSettings.candidate_nodes,
                         help="nodes one defragmentation simulates emptying "
                              f"(default {RebalanceBenchSettings.candidate_nodes})")
+    parser.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                        help="an 8-GPU task the saved moves cannot place starts emptying the node cheapest to clear "
+                             "with them, and that node is held for 8-GPU tasks this long (default: no holds)")
+    parser.add_argument("--max-holds", type=int, default=RebalanceBenchSettings.max_holds,
+                        help=f"nodes held at once with --hold (default {RebalanceBenchSettings.max_holds})")
     parser.add_argument("--start-with-measurement", action="store_true",
                         help="the rebalancer starts when the warm-up ends instead of with the first arrival")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N arrivals (a quick check)")
@@ -549,10 +597,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.policy not in POLICY_NAMES:
             raise ValueError(f"unknown policy {args.policy!r}: choose from {', '.join(POLICY_NAMES)}")
-        numbers = (args.load, args.move_rate, args.max_lifetime, args.max_gap)
+        numbers: tuple[float, ...] = (args.load, args.move_rate, args.max_lifetime, args.max_gap)
+        if args.hold is not None:
+            numbers += (args.hold,)
         if args.passes < 1 or args.warmup_passes < 0 or not all(math.isfinite(n) and n > 0 for n in numbers):
             raise ValueError("--passes must be at least 1, --warmup-passes not negative, "
-                             "--load, --move-rate, --max-lifetime and --max-gap positive")
+                             "--load, --move-rate, --max-lifetime, --max-gap and --hold positive")
         settings = RebalanceBenchSettings(
             nodes_csv=Path(args.nodes), pods_csv=Path(args.pods), policy=args.policy, seeds=parse_seeds(args.seeds),
             passes=args.passes, warmup_passes=args.warmup_passes, max_lifetime_s=args.max_lifetime,
@@ -561,7 +611,8 @@ def main(args: argparse.Namespace) -> int:
             small_task_reserve=args.small_task_reserve, max_saved_moves=max(1, args.max_saved_moves),
             candidate_nodes=max(1, args.candidate_nodes),
             consolidate_when_saved=None if args.no_consolidate else args.consolidate_when_saved,
-            rebalance_in_warmup=not args.start_with_measurement, workers=max(1, args.workers))
+            rebalance_in_warmup=not args.start_with_measurement, workers=max(1, args.workers),
+            hold_s=args.hold, max_holds=max(1, args.max_holds))
         for path in (settings.nodes_csv, settings.pods_csv):
             if not path.is_file():
                 raise ValueError(f"{path} is not a file")

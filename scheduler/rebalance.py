@@ -13,6 +13,9 @@ This module plans the moves that fix that, as data, from one snapshot:
   find room wins; the search is bounded (``RebalanceSettings.candidate_nodes``). Nodes where
   a pod that must leave needs at least what the replica needs (another 8-GPU task on an
   otherwise empty node) are tried last: that pod would need the room the replica could not find.
+- ``prepare``: when no node can be cleared within the budgets, the first moves toward clearing
+  the cheapest one, for a caller that keeps that node for the replica (Kubernetes' nominated
+  node) and finishes it in later cycles.
 - ``spread_hot_spots``: replicas of one service bunched on a node (two more than on another
   node the service could use), and nodes whose measured GPU utilisation is far above the
   rest, each lose a replica to a node that evens it out.
@@ -50,8 +53,8 @@ from trireme.scheduler.preemption import released
 from trireme.scheduler.requests import PodRequest
 
 __all__ = ["CONSOLIDATE", "DEFRAGMENT", "HOT_NODE", "SKEWED_SERVICE", "Budgets", "Movable", "Move", "MovePlan",
-           "RebalanceSettings", "apply_moves", "consolidate", "defragment", "gpu_milli_used", "rebalance", "revalidate",
-           "spread_hot_spots", "unbound"]
+           "RebalanceSettings", "apply_moves", "consolidate", "defragment", "gpu_milli_used", "prepare", "rebalance",
+           "revalidate", "spread_hot_spots", "unbound"]
 
 DEFRAGMENT = "defragment"
 SKEWED_SERVICE = "skewed-service"
@@ -300,22 +303,104 @@ def _units(snapshot: ClusterSnapshot, movable: Mapping[str, Movable], allowance:
 
 def defragment(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, movable: Mapping[str, Movable],
                budgets: Budgets = Budgets(), settings: RebalanceSettings = RebalanceSettings(), *,
-               max_moves: int | None = None) -> MovePlan | None:
+               max_moves: int | None = None, reserved: frozenset[str] = frozenset()) -> MovePlan | None:
     """The fewest moves after which ``request`` fits, or None when none within the budgets does.
 
     A plan without moves means the request fits already. ``max_moves`` lowers the cycle's cap
-    (a caller's own rate limit)."""
+    (a caller's own rate limit). ``reserved`` names nodes being emptied for other pending
+    replicas (``prepare``): pods moved away do not go there."""
     allowance = _Allowance(settings, budgets, max_moves)
-    return _defragment(snapshot, request, policy, movable, allowance)
+    return _defragment(snapshot, request, policy, movable, allowance, reserved)
+
+
+def prepare(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, movable: Mapping[str, Movable],
+            budgets: Budgets = Budgets(), settings: RebalanceSettings = RebalanceSettings(), *,
+            max_moves: int | None = None, reserved: frozenset[str] = frozenset(),
+            nodes: frozenset[str] | None = None) -> MovePlan | None:
+    """The first moves toward room for ``request`` when ``defragment`` finds none within the budgets.
+
+    A pending replica that needs a node emptied (an 8-GPU one) may need more moves than one cycle
+    allows, and trying again from scratch each cycle need not get it closer: the room departures
+    free meanwhile may go to other pods. Instead, the node that the fewest moves would clear (the
+    same search as ``defragment``, up to ``settings.max_pods_per_candidate`` moves whatever the
+    cycle's cap) is chosen, every pod that must leave is placed elsewhere in simulation, and as
+    many of those moves as the budgets allow are planned, largest pod first.
+    The caller keeps the node for the replica (``reserved`` in later calls, and its own
+    placement keeps other pods off it while they fit elsewhere); the next cycle finishes it,
+    with fewer moves. ``nodes``, when given, are the only nodes considered (a caller that
+    finishes the nodes it already keeps before starting another).
+
+    The plan's ``node`` names the node being emptied and ``pending`` is ``request``; it may
+    have no moves (the budget is spent, yet the node is worth keeping). None when the request
+    fits already (``defragment`` places it) or no node can be emptied for it."""
+    allowance = _Allowance(settings, budgets, max_moves)
+    if select(snapshot, request, policy) is not None or request.problem():
+        return None
+    found = _candidates(snapshot, request, movable, allowance, settings.max_pods_per_candidate)
+    if found is None:
+        return None
+    units, candidates = found
+    tried = 0
+    for _, _, _, node, leaving in candidates:
+        if nodes is not None and node not in nodes:
+            continue
+        if tried >= settings.candidate_nodes:
+            break
+        tried += 1
+        pods = [b for unit in leaving for b in units[unit]]
+        trial = _relocate(snapshot, node, pods, policy, movable, reserved)
+        if trial is None:
+            continue
+        first: list[Move] = []
+        taken: list[BoundPod] = []
+        by_pod = {b.pod: b for b in pods}
+        for move in trial[1]:
+            unit = [by_pod[move.pod]]
+            if not allowance.affords(taken + unit):
+                break
+            taken.extend(unit)
+            first.append(move)
+        if any(movable[b.pod].gang for b in taken):
+            first, taken = [], []  # a gang moves whole, with its node's room: only in a full plan
+        allowance.spend(taken, movable)
+        return MovePlan(tuple(first), apply_moves(snapshot, first, movable), request, node)
+    return None
 
 
 def _defragment(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, movable: Mapping[str, Movable],
-                allowance: _Allowance) -> MovePlan | None:
+                allowance: _Allowance, reserved: frozenset[str] = frozenset()) -> MovePlan | None:
     chosen = select(snapshot, request, policy)
     if chosen is not None:
         return MovePlan((), snapshot, request, chosen[0], chosen[1])
     if request.problem() or allowance.moves_left <= 0:
         return None
+    found = _candidates(snapshot, request, movable, allowance,
+                        min(allowance.moves_left, allowance.settings.max_pods_per_candidate))
+    if found is None:
+        return None
+    units, candidates = found
+    for _, _, _, node, leaving in candidates[:allowance.settings.candidate_nodes]:
+        pods = [b for unit in leaving for b in units[unit]]
+        if not allowance.affords(pods):
+            continue
+        trial = _relocate(snapshot, node, pods, policy, movable, reserved)
+        if trial is None:
+            continue
+        after, moves = trial
+        target = select(after, request, policy, allowed=frozenset({node}))
+        if target is None:
+            continue
+        allowance.spend(pods, movable)
+        return MovePlan(tuple(moves), after, request, target[0], target[1])
+    return None
+
+
+def _candidates(snapshot: ClusterSnapshot, request: PodRequest, movable: Mapping[str, Movable],
+                allowance: _Allowance, limit: int
+                ) -> tuple[dict[str, tuple[BoundPod, ...]], list[tuple[bool, int, int, str, tuple[str, ...]]]] | None:
+    """The movable units and, cheapest first, the nodes ``request`` would fit on once at most
+    ``limit`` pods have left: (hopeless, pods to move, milli-GPUs they hold, node, units leaving).
+    Nodes where a pod that must leave needs as much as the request come last."""
     units = _units(snapshot, movable, allowance)
     if not units:
         return None
@@ -324,8 +409,7 @@ def _defragment(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, 
         for member in unit:
             on_node.setdefault(member.node, []).append(key)
     feasible = _feasibility()
-    candidates: list[tuple[int, int, str, tuple[str, ...]]] = []
-    limit = min(allowance.moves_left, allowance.settings.max_pods_per_candidate)
+    candidates: list[tuple[bool, int, int, str, tuple[str, ...]]] = []
     for node in sorted(on_node):
         leaving = _leaving(snapshot.states[node], node, request, sorted(set(on_node[node])), units, feasible)
         if leaving is None:
@@ -337,20 +421,7 @@ def _defragment(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, 
         hopeless = any(_needs_as_much(b, movable[b.pod].request, request) for b in pods if b.node == node)
         candidates.append((hopeless, len(pods), moved_milli, node, leaving))
     candidates.sort()
-    for _, _, _, node, leaving in candidates[:allowance.settings.candidate_nodes]:
-        pods = [b for unit in leaving for b in units[unit]]
-        if not allowance.affords(pods):
-            continue
-        trial = _relocate(snapshot, node, pods, policy, movable)
-        if trial is None:
-            continue
-        after, moves = trial
-        target = select(after, request, policy, allowed=frozenset({node}))
-        if target is None:
-            continue
-        allowance.spend(pods, movable)
-        return MovePlan(tuple(moves), after, request, target[0], target[1])
-    return None
+    return units, candidates
 
 
 def _needs_as_much(pod: BoundPod, mine: PodRequest, request: PodRequest) -> bool:
@@ -419,10 +490,12 @@ def _taken_again(state: NodeState, pod: BoundPod) -> NodeState | None:
 
 
 def _relocate(snapshot: ClusterSnapshot, node: str, pods: Sequence[BoundPod], policy: Policy,
-              movable: Mapping[str, Movable]) -> tuple[ClusterSnapshot, list[Move]] | None:
-    """Take ``pods`` off their nodes and place each elsewhere, never on ``node``, largest first;
-    None when one of them fits nowhere. Members of a gang that are not on ``node`` are replaced
-    with the rest of their gang but stay on their own node when they can (placed first)."""
+              movable: Mapping[str, Movable], reserved: frozenset[str] = frozenset()
+              ) -> tuple[ClusterSnapshot, list[Move]] | None:
+    """Take ``pods`` off their nodes and place each elsewhere, never on ``node`` nor a ``reserved``
+    node, largest first; None when one of them fits nowhere. Members of a gang that are not on
+    ``node`` are replaced with the rest of their gang but stay on their own node when they can
+    (placed first)."""
     trial = snapshot
     for pod in pods:
         trial = unbound(trial, pod.pod)
@@ -430,7 +503,7 @@ def _relocate(snapshot: ClusterSnapshot, node: str, pods: Sequence[BoundPod], po
     order = sorted(pods, key=lambda b: (b.node == node, -len(b.gpu_indices) * b.gpu_milli, -b.cpu_milli, b.pod))
     for pod in order:
         request = movable[pod.pod].request
-        avoid = {node}
+        avoid = {node} | reserved
         if request.spread and request.service:
             avoid |= {b.node for b in trial.bound if b.service == request.service}
         chosen = None

@@ -19,7 +19,7 @@ from trireme.scheduler.plan import select
 from trireme.scheduler.policies import make_policy
 from trireme.scheduler.rebalance import (
     DEFRAGMENT, HOT_NODE, SKEWED_SERVICE, Budgets, Movable, Move, MovePlan, RebalanceSettings, apply_moves,
-    _needs_as_much, consolidate, defragment, gpu_milli_used, rebalance, revalidate, spread_hot_spots)
+    _needs_as_much, consolidate, defragment, gpu_milli_used, prepare, rebalance, revalidate, spread_hot_spots)
 from trireme.scheduler.requests import PodRequest
 
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -134,6 +134,54 @@ def test_defragment(case: DefragCase) -> None:
         assert found.node == case.target
     assert select(found.snapshot, case.want, FIRSTFIT, allowed=frozenset({found.node})) is not None
     assert revalidate(found, snapshot, movable) == (found, "")
+
+
+@dataclass(frozen=True)
+class PrepareCase:
+    nodes: dict[str, int]
+    pods: dict[str, Pod]
+    max_moves: int
+    expect: list[tuple[str, str, str]] | None
+    """The first moves (pod, from, to), or None for no plan."""
+    node: str = ""
+    reserved: frozenset[str] = frozenset()
+    only: frozenset[str] | None = None
+
+
+FULL_A = {"x": Pod("a", (0,)), "y": Pod("a", (1,))}
+PREPARE_CASES = {
+    "one of the two moves a 2-GPU replica needs": PrepareCase(
+        {"a": 2, "b": 1, "c": 1}, FULL_A, 1, [("x", "a", "b")], node="a"),
+    "no move allowed: the node is named, nothing moves": PrepareCase(
+        {"a": 2, "b": 1, "c": 1}, FULL_A, 0, [], node="a"),
+    "enough for all of them: all are planned": PrepareCase(
+        {"a": 2, "b": 1, "c": 1}, FULL_A, 4, [("x", "a", "b"), ("y", "a", "c")], node="a"),
+    "the node the fewest moves clear": PrepareCase(
+        {"b": 2, "a": 2, "c": 1, "d": 1, "e": 1},
+        {**FULL_A, "z": Pod("b", (0,)), "u": Pod("b", (1,), 500), "t": Pod("b", (1,), 400)}, 0, [], node="a"),
+    "a node is started only if all its pods can go somewhere": PrepareCase(
+        {"a": 2, "b": 1}, FULL_A, 1, None),
+    "moved pods never go to a node kept for another replica": PrepareCase(
+        {"a": 2, "b": 1, "c": 1}, FULL_A, 1, None, reserved=frozenset({"b"})),
+    "only the nodes given are considered": PrepareCase(
+        {"a": 2, "b": 2, "c": 1, "d": 1, "e": 1}, {**FULL_A, "z": Pod("b", (0,)), "w": Pod("b", (1,))}, 1,
+        [("w", "b", "c")], node="b", only=frozenset({"b"})),
+    "fits already: nothing to prepare": PrepareCase({"a": 2, "b": 2}, {"x": Pod("a", (0,))}, 1, None),
+}
+
+
+@pytest.mark.parametrize("case", PREPARE_CASES.values(), ids=PREPARE_CASES.keys())
+def test_prepare(case: PrepareCase) -> None:
+    snapshot, movable = cluster(case.nodes, case.pods)
+    found = prepare(snapshot, TWO, FIRSTFIT, movable, max_moves=case.max_moves, reserved=case.reserved,
+                    nodes=case.only)
+    if case.expect is None:
+        assert found is None
+        return
+    assert found is not None and moved(found) == case.expect and found.node == case.node
+    assert found.pending == TWO and len(found.moves) <= case.max_moves
+    assert not {m.to_node for m in found.moves} & (case.reserved | {case.node})
+    assert apply_moves(snapshot, found.moves, movable).bound == found.snapshot.bound
 
 
 WHOLE8 = PodRequest(pod="new", cpu_milli=64000, memory_mib=1024, gpus=8)
@@ -418,6 +466,12 @@ def test_cli_rebalance_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert picture.read_bytes().startswith(b"\x89PNG")
     assert main(["bench", "rebalance", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--quiet"]) == 0
     assert "with rebalancer" in capsys.readouterr().out
+    assert main(["bench", "rebalance", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--quiet",
+                 "--hold", "120", "--max-holds", "2", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["hold_s"] == 120 and held["max_holds"] == 2
+    assert held["with_rebalancer"]["moves_per_100_placements"] <= 2.0
+    assert main(["bench", "rebalance", "--nodes", str(nodes), "--pods", str(pods), "--hold", "0"]) == 2
     assert main(["bench", "rebalance", "--nodes", str(nodes), "--pods", str(pods), "--policy", "nope"]) == 2
     no_times = tmp_path / "multigpu.csv"
     no_times.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,1000,1024,1,1000\n")
@@ -448,16 +502,18 @@ def test_defrag_budget(case: tuple[int, float, float | None, int]) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from((1, 3)), st.sampled_from((0.5, 2.0, 10.0)), st.booleans(), st.sampled_from((None, 1.0)))
+@given(st.sampled_from((1, 3)), st.sampled_from((0.5, 2.0, 10.0)), st.booleans(), st.sampled_from((None, 1.0)),
+       st.sampled_from((None, 300.0)))
 def test_replay_spends_only_what_it_earns(tmp_path_factory: pytest.TempPathFactory, warmup_passes: int,
-                                         rate: float, in_warmup: bool, reserve: float | None) -> None:
+                                         rate: float, in_warmup: bool, reserve: float | None,
+                                         hold: float | None) -> None:
     folder = tmp_path_factory.mktemp("trace")
     (folder / "nodes.csv").write_text(NODES_CSV)
     (folder / "pods.csv").write_text(pods_csv())
     bench = RebalanceBenchSettings(folder / "nodes.csv", folder / "pods.csv", policy="firstfit", seeds=(1,),
                                    passes=warmup_passes + 2, warmup_passes=warmup_passes, max_lifetime_s=600,
                                    move_rate=rate, small_task_reserve=reserve, rebalance_in_warmup=in_warmup,
-                                   max_saved_moves=4)
+                                   max_saved_moves=4, hold_s=hold, hold_gpus=2)
     load, runs = run(bench)
     without, with_ = sorted(runs, key=lambda r: r.rebalance)
     assert without.moves == without.warmup_moves == 0
