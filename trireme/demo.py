@@ -5,17 +5,17 @@ real ``tritonserver`` processes, Prometheus), installs the CRDs, runs the operat
 on its own thread with the local Prometheus and short autoscaling intervals,
 applies the sample InferenceService with ``spec.autoscaling`` enabled and a second
 one that fits nowhere, and sends real inferences to the ready replicas. A short
-scenario (``scaling_story``) then changes only the load, low to high to low; the
-replica count follows from the operator's autoscaler. Then two more services fragment
-the GPUs (``defragmentation_steps``): one whose replicas are spread over the nodes,
-and one whose replica needs a whole node, which the rebalancer makes room for
-by moving a replica, make-before-break. Placement, scaling and moves can be watched as
-they happen: live in the terminal, or as progress lines and a summary with
-``--headless``, whose exit status says whether the service scaled out under load and
-back in after it, and whether the rebalancer made room, without a failed request. Without Prometheus the
-autoscaler has nothing to read, so the same story scales the service by script
-instead. Ctrl-C (or ``--duration``) stops everything it started, and it checks
-that no process is left behind.
+scenario (``scaling_steps``) then changes only the load, low to high to low; the
+replica count follows from the operator's autoscaler. Then two more services
+fragment the GPUs (``defragmentation_steps``): one whose replicas are spread over
+the nodes, and one whose replica needs a whole node, which the rebalancer makes
+room for by moving a replica, make-before-break. Placement, scaling and moves can
+be watched as they happen: live in the terminal, or as progress lines and a
+summary with ``--headless``, whose exit status says whether the service scaled out
+under load and back in after it, and whether the rebalancer made room, without a
+failed request. Without Prometheus the autoscaler has nothing to read, so the same
+story scales the service by script instead. Ctrl-C (or ``--duration``) stops
+everything it started, and it checks that no process is left behind.
 """
 
 from __future__ import annotations
