@@ -212,13 +212,19 @@ class AutoscalerSettings:
     burst that ends as a ramp that goes on; while a ramp does go on, the newest rate keeps rising and
     every decision raises the cap with it (a rise beyond the band is sized for at once). The tolerance's
     10 %: within it the forecast moves the count no more than noise would."""
-    level_confidence: float = 1.0
-    """Standard errors of the arrival-rate level added to the forecast that scaling up sizes for (scaling
-    down never goes below that count). The error comes from the scrape-to-scrape scatter of the 5 s rates
-    over the trend window, so a bursty service (scatter well beyond Poisson noise) keeps more headroom than
-    a smooth one, while a ramp or a step of the load does not count as scatter: a replica too few costs
-    requests for a whole start-up delay, a replica too many only GPU time until the scale-down window ends.
-    One standard error, the same confidence as the trend's."""
+    rate_confidence: float = 1.25
+    """Scale of the arrival rate's uncertainty that scaling up sizes for (scaling down never goes below
+    that count): the miss share is averaged over a normal spread of the rate of this many standard
+    deviations (:func:`servers_for_queue_time`), rather than sized for the forecast alone. The deviation
+    has two parts, both from the scrape-to-scrape scatter of the 5 s rates over the trend window: the
+    level's standard error, and how far the average of one forecast horizon of arrivals strays from the
+    level. A bursty service (scatter well beyond Poisson noise) thus keeps more headroom than a smooth
+    one, a short start-up delay (few seconds to average bursts over) more than a long one, and a loose
+    queue-time target, whose queueing headroom is thin, gains more from it than a tight one; a ramp or a
+    step of the load does not count as scatter. A replica too few costs requests until the next one is
+    ready, a replica too many only GPU time until the scale-down window ends. 1.25 rather than 1: averaging
+    a tight target's miss share over ±1 deviation adds less than the one standard error of the level that
+    was added to the rate before, and lost requests on the longest ramps (docs/benchmarks.md)."""
     surge_window_s: float = 10.0
     """When the arrival rate of the scrape intervals that began within this window (two 5 s scrapes) is more
     than twice the tolerance away from the forecast, the load has stepped. Up: scaling up sizes for the newest
@@ -321,8 +327,10 @@ class Observed:
     needed_replicas: float = math.nan
     """Replicas the capacity model (or the signal ratio) asks for before windows and limits."""
     sizing_rate: float = math.nan
-    """queueTime: the arrival rate scaling up sized for (the forecast, or the newest rate after a fall, plus
-    the level's standard error; or the newest rate after a rise)."""
+    """queueTime: the arrival rate scaling up sized for (the forecast, or the newest rate after a fall or
+    after a rise)."""
+    rate_spread: float = math.nan
+    """queueTime: standard deviation of that rate the miss share was averaged over (req/s)."""
 
 
 @dataclass(frozen=True)
@@ -341,23 +349,40 @@ class Decision:
 # -- queueing model ------------------------------------------------------------------------------------------
 
 
+_NORMAL_POINTS = ((-2.856970013872806, 0.011257411327720689), (-1.355626179974266, 0.22207592200561266),
+                  (0.0, 0.5333333333333333), (1.355626179974266, 0.22207592200561266),
+                  (2.856970013872806, 0.011257411327720689))
+"""5-point Gauss–Hermite rule for the standard normal distribution: (point, weight)."""
+
+
 def servers_for_queue_time(arrival_rate: float, service_time_s: float, target_s: float, miss_budget: float,
-                           queue_factor: float = 1.0, limit: int = 100_000) -> int:
+                           queue_factor: float = 1.0, limit: int = 100_000, rate_spread: float = 0.0) -> int:
     """Fewest servers such that at most ``miss_budget`` of requests wait longer than ``target_s``.
 
     Erlang C for M/M/n: P(wait > t) = C(n, a) · exp(−(n − a)·t / S), with a = λ·S. ``queue_factor``
     stretches the waiting time (M/G/n waits scale with (1 + cv²)/2), as learned by the capacity model.
+    ``rate_spread``: standard deviation of the arrival rate when it is not known exactly; the miss share is
+    then averaged over a normal distribution of the rate (a rate at or above what the servers can serve
+    misses entirely). The count this adds is largest where the queueing headroom is thin — a loose target —
+    and smallest where a tight target already keeps many spare servers.
     """
     if arrival_rate <= 0 or service_time_s <= 0:
         return 0
-    load = arrival_rate * service_time_s
-    erlang_b = 1.0
+    points = ([(arrival_rate + rate_spread * z, w) for z, w in _NORMAL_POINTS] if rate_spread > 0
+              else [(arrival_rate, 1.0)])
+    loads = [max(0.0, rate) * service_time_s for rate, _ in points]
+    erlang_b = [1.0] * len(points)
     for n in range(1, limit + 1):
-        erlang_b = load * erlang_b / (n + load * erlang_b)
-        if n <= load:
-            continue
-        erlang_c = n * erlang_b / (n - load * (1.0 - erlang_b))
-        miss = erlang_c * math.exp(-(n - load) * target_s / (service_time_s * queue_factor))
+        miss = 0.0
+        for i, (load, (_, weight)) in enumerate(zip(loads, points)):
+            if load <= 0:
+                continue
+            erlang_b[i] = load * erlang_b[i] / (n + load * erlang_b[i])
+            if n <= load:
+                miss += weight
+                continue
+            erlang_c = n * erlang_b[i] / (n - load * (1.0 - erlang_b[i]))
+            miss += weight * min(1.0, erlang_c * math.exp(-(n - load) * target_s / (service_time_s * queue_factor)))
         if miss <= miss_budget:
             return n
     return limit
@@ -659,10 +684,11 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
         backlog = max(0.0, pending - ready * slots)
         target_s = settings.target / 1000.0
 
-        def needed(load_rate: float) -> int:
+        def needed(load_rate: float, spread: float = 0.0) -> int:
             extra = backlog / max(horizon, 10.0)
             servers = servers_for_queue_time(load_rate + extra, service_s, target_s, settings.miss_budget,
-                                             model.queue_factor, limit=int(settings.max_replicas * slots) + 1)
+                                             model.queue_factor, limit=int(settings.max_replicas * slots) + 1,
+                                             rate_spread=spread)
             return math.ceil(servers / slots)
 
         if service_s <= 0:
@@ -681,13 +707,17 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
             rose = surge_span > 0 and surge_rate > forecast * (1 + band)
             fell = surge_span > 0 and surge_rate < level_now * (1 - band)
             expected = surge_rate if fell else forecast
-            sizing_rate = max(expected + settings.level_confidence * level_error, surge_rate if rose else 0.0)
-            need_up = needed(sizing_rate)
+            sizing_rate = max(expected, surge_rate if rose else 0.0)
+            # The coming horizon's arrivals average the scatter of its 5 s rates; the level is only known to
+            # its standard error.
+            interval_s = span / len(level_window) if level_window else 0.0
+            rate_spread = settings.rate_confidence * math.sqrt(level_error ** 2 + scatter ** 2 * interval_s / horizon)
+            need_up = needed(sizing_rate, rate_spread)
             need_down = max(need_up, needed(expected * (1 + settings.tolerance)))
-            observed = replace(observed, sizing_rate=sizing_rate)
+            observed = replace(observed, sizing_rate=sizing_rate, rate_spread=rate_spread)
             newest_rate = f", {surge_rate:.1f} in the last {settings.surge_window_s:.0f}s" if rose or fell else ""
             reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s{newest_rate}, "
-                      f"{sizing_rate:.1f} with headroom) × {service_s * 1000:.0f} ms on {slots:.0f} slots per "
+                      f"sized for {sizing_rate:.1f} ± {rate_spread:.1f}) × {service_s * 1000:.0f} ms on {slots:.0f} slots per "
                       f"replica keeps queue time under {settings.target:.0f} ms")
         observed = replace(observed, signal_value=queue_ms, needed_replicas=need_up)
     else:

@@ -74,6 +74,17 @@ def test_servers_for_queue_time(rate: float, service: float, target: float, budg
     assert servers_for_queue_time(rate, service, target, budget) == expected
 
 
+@pytest.mark.parametrize(("rate", "spread", "target", "expected"), [
+    pytest.param(100.0, 0.0, 0.1, 38, id="no-spread-is-the-point-estimate"),
+    pytest.param(100.0, 5.0, 0.1, 39, id="spread-adds-a-server-at-a-tight-target"),
+    pytest.param(100.0, 0.0, 0.5, 33, id="loose-target-point-estimate"),
+    pytest.param(100.0, 5.0, 0.5, 35, id="spread-adds-more-at-a-loose-target"),
+    pytest.param(100.0, 50.0, 0.1, 74, id="a-rate-that-may-run-far-higher-needs-far-more"),
+])
+def test_servers_for_an_uncertain_rate(rate: float, spread: float, target: float, expected: int) -> None:
+    assert servers_for_queue_time(rate, 0.3, target, 0.01, rate_spread=spread) == expected
+
+
 def test_more_load_never_needs_fewer_servers() -> None:
     counts = [servers_for_queue_time(rate, 0.3, 0.1, 0.01) for rate in range(1, 200, 7)]
     assert counts == sorted(counts)
@@ -300,11 +311,21 @@ def _alternating(swing: float) -> Feed:
 def test_bursty_load_gets_headroom_when_scaling_up() -> None:
     smooth, bursty = decide_on(_alternating(0.0).samples, STEADY), decide_on(_alternating(40.0).samples, STEADY)
     assert smooth.action == "steady" and smooth.observed.sizing_rate == pytest.approx(100.0)
+    assert smooth.observed.rate_spread == pytest.approx(0.0, abs=1e-9)
     # 5 s rates alternating ±40 around the same level: a scrape-to-scrape scatter of ~80 / (0.6745·√2) req/s.
-    assert bursty.observed.sizing_rate > smooth.observed.sizing_rate + 10.0
+    assert bursty.observed.rate_spread > 10.0
     assert bursty.action == "scale-up" and bursty.desired_replicas > smooth.desired_replicas
-    flat = decide_on(_alternating(40.0).samples, STEADY, replace(SETTINGS, level_confidence=0.0))
+    flat = decide_on(_alternating(40.0).samples, STEADY, replace(SETTINGS, rate_confidence=0.0))
     assert flat.desired_replicas < bursty.desired_replicas
+
+
+def test_a_short_start_up_delay_keeps_more_headroom_for_bursts() -> None:
+    """Arrivals over a short horizon average fewer 5 s rates, so they stray further from the level."""
+    samples = _alternating(40.0).samples
+    short = decide_on(samples, STEADY, replace(SETTINGS, startup_delay_prior_s=10.0))
+    long = decide_on(samples, STEADY, replace(SETTINGS, startup_delay_prior_s=120.0))
+    assert short.observed.rate_spread > long.observed.rate_spread
+    assert short.desired_replicas >= long.desired_replicas
 
 
 def test_a_step_of_the_level_is_not_burstiness() -> None:
@@ -321,8 +342,9 @@ def test_scale_down_never_below_what_scale_up_would_ask() -> None:
     for swing in (0.0, 40.0):
         samples = _alternating(swing).samples
         up = decide_on(samples, STEADY, settings)
-        down = decide_on(samples, STEADY + 4, settings)
-        assert down.action == "scale-down" and up.desired_replicas <= down.desired_replicas < STEADY + 4
+        above = up.desired_replicas + 4
+        down = decide_on(samples, above, settings)
+        assert down.action == "scale-down" and up.desired_replicas <= down.desired_replicas < above
 
 
 @pytest.mark.parametrize(("name", "signal", "target", "kw", "current", "expected"), [

@@ -1,5 +1,6 @@
 """Properties of the autoscaler that must hold for any metrics: bounds, never shrinking on bad data,
-and no flapping when load wavers around a boundary (fake time throughout)."""
+no flapping when load wavers around a boundary (fake time throughout), and replica counts that grow with load
+and with its uncertainty."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trireme.scheduler.autoscale import AutoscalerSettings, MetricSample, decide
+from trireme.scheduler.autoscale import AutoscalerSettings, MetricSample, decide, servers_for_queue_time
 
 GAUGE = st.one_of(st.none(), st.sampled_from([math.nan, math.inf, -math.inf, -1.0]), st.floats(0, 1e6))
 
@@ -93,3 +94,11 @@ def test_flapping_load_changes_at_most_once_per_window(low: float, swing: float,
         if (b1 > a1) != (b2 > a2):
             assert t2 - t1 >= window, changes
     assert len(settled) <= 2 * (600 - 60) / window
+
+
+@given(rate=st.floats(1.0, 300.0), spread=st.floats(0.0, 50.0), more=st.floats(0.0, 50.0),
+       target=st.sampled_from([0.05, 0.1, 0.25, 0.5]))
+def test_more_uncertainty_never_needs_fewer_servers(rate: float, spread: float, more: float, target: float) -> None:
+    fewer = servers_for_queue_time(rate, 0.3, target, 0.01, rate_spread=spread)
+    assert servers_for_queue_time(rate, 0.3, target, 0.01, rate_spread=spread + more) >= fewer >= \
+        servers_for_queue_time(rate, 0.3, target, 0.01)
