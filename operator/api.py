@@ -767,7 +767,8 @@ class AutoscalerStatus(ApiModel):
     reason: Str = Field(max_length=4096)
     """Why, with the numbers it used."""
     last_decision_time: datetime
-    """When the decision was made."""
+    """When the decision shown was made. Later decisions that agree with it (same action, limits and
+    drains, metrics within 10 %) are not written, for up to the operator's status refresh (60 s)."""
     last_scale_time: datetime | None = None
     """When the autoscaler last changed desiredReplicas."""
     capacity_limited_to: Int | None = Field(None, ge=0, le=MAX_INT32)

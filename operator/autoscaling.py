@@ -25,6 +25,9 @@ Why the pieces look the way they do:
   balancers to notice and until Triton reports its queue empty with no request completing between two
   probes (or ``drain_timeout_s``), then deletes it (``draining.Drainer``, shared with the rebalancer).
   Pod names stay stable, so the replica indices come from the live pods (``reconcile.replica_indices``).
+* **Quiet status.** ``status.autoscaler`` shows a decision until one says something new (another
+  action, count limit or drain, a metric off by more than 10 %) or ``autoscaler_status_refresh_s`` has
+  passed: a status write every five seconds per service would wake every watcher of every service.
 
 It runs inside the resync pass, after the leadership check, so a standby replica never scales.
 """
@@ -114,6 +117,8 @@ class _Memory:
     capacity: str | None = None
     capacity_limit: int | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    status_at: float | None = None
+    """When ``status`` was last replaced (it is kept while later decisions agree with it)."""
 
 
 class Autoscaler:
@@ -223,7 +228,10 @@ class Autoscaler:
             log.info("%s/%s: %s from %d to %d: %s", tis.metadata.namespace, tis.metadata.name, verb, before, wanted,
                      reason)
         memory.desired = wanted
-        memory.status = self._status_block(memory, decision, action, reason, limit, pods, now)
+        block = self._status_block(memory, decision, action, reason, limit, pods, now)
+        if memory.status_at is None or now - memory.status_at >= self.settings.autoscaler_status_refresh_s - 1e-6 \
+                or status_differs(memory.status, block):
+            memory.status, memory.status_at = block, now
 
     # -- reading the load ----------------------------------------------------------------------------------
 
@@ -399,6 +407,26 @@ class Autoscaler:
                       "neededReplicas": seen.needed_replicas}
             block["metrics"] = {k: round(float(v), 3) for k, v in values.items() if math.isfinite(v) and v >= 0}
         return block
+
+
+STATUS_METRIC_TOLERANCE = 0.1
+"""Relative change of a metric in ``status.autoscaler.metrics`` that is worth a status write (HPA's 10 %)."""
+
+
+def status_differs(shown: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether the ``status.autoscaler`` block ``new`` says something ``shown`` does not: another action,
+    scale time, count limit or set of draining replicas, another reason while holding (what is wrong has
+    changed), or a metric that moved by more than ``STATUS_METRIC_TOLERANCE`` of its value and by more than
+    1 in its own unit (a queue time wavering around zero does not count)."""
+    keys = ("action", "lastScaleTime", "capacityLimitedTo", "draining")
+    if any(shown.get(key) != new.get(key) for key in keys):
+        return True
+    if new.get("action") == "hold" and shown.get("reason") != new.get("reason"):
+        return True
+    before, after = shown.get("metrics") or {}, new.get("metrics") or {}
+    if before.keys() != after.keys():
+        return True
+    return any(abs(after[k] - before[k]) > max(STATUS_METRIC_TOLERANCE * abs(before[k]), 1.0) for k in after)
 
 
 def _count(replicas: int) -> str:

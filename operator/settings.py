@@ -48,6 +48,12 @@ class OperatorSettings:
     """How often the autoscaler reads each autoscaled service's load and decides. Five seconds: a
     Prometheus scrape interval or less, so every decision sees new data without querying Prometheus on
     every resync pass."""
+    autoscaler_status_refresh_s: float = 60.0
+    """How long ``status.autoscaler`` may go on showing an earlier decision while the decisions since
+    agree with it: same action, count limit and drains, and no metric it shows moved by more than 10 %.
+    Every status write wakes every watcher of the object (``kubectl get -w``, GitOps controllers,
+    dashboards), and a decision every five seconds would otherwise be a write every five seconds per
+    service even when nothing happens. A change of the count is always written at once."""
     metrics_unavailable_after_s: float = 30.0
     """How long metrics may be missing or untrusted before MetricsAvailable turns False with an Event.
     Replicas are held (never lowered) from the first bad reading; the delay only keeps one missed scrape
@@ -172,6 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label naming a series' pod (default pod)")
     parser.add_argument("--autoscale-interval", dest="autoscale_interval_s", type=float,
                         help="seconds between autoscaling decisions (default 5)")
+    parser.add_argument("--autoscaler-status-refresh", dest="autoscaler_status_refresh_s", type=float,
+                        help="seconds status.autoscaler may keep showing an earlier decision that still holds "
+                             "(default 60)")
     parser.add_argument("--metrics-unavailable-after", dest="metrics_unavailable_after_s", type=float,
                         help="seconds of missing metrics before MetricsAvailable=False (default 30)")
     parser.add_argument("--drain-grace", dest="drain_grace_s", type=float,

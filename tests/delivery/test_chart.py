@@ -359,7 +359,8 @@ def test_read_only_root_has_a_writable_tmp(render: Callable[..., list[Manifest]]
     assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
-AUTOSCALER = ["--autoscale-interval=5", "--metrics-unavailable-after=30", "--drain-timeout=60",
+AUTOSCALER = ["--autoscale-interval=5", "--metrics-unavailable-after=30", "--autoscaler-status-refresh=60",
+              "--drain-timeout=60",
               "--rebalance-interval=30", "--rebalance-max-moves=2", "--move-timeout=600", "--min-move-interval=600"]
 PORTS = ["--metrics-port=9090", "--health-port=8081"]
 
@@ -384,7 +385,8 @@ PORTS = ["--metrics-port=9090", "--health-port=8081"]
                  ["run", "--scheduler-name=trireme", "--default-policy=trireme",
                   "--prometheus-token-file=/var/run/secrets/trireme/prometheus/token",
                   "--prometheus-ca-file=/etc/trireme/prometheus-ca/ca.crt", "--autoscale-interval=2",
-                  "--metrics-unavailable-after=30", "--drain-timeout=120", "--rebalance-interval=0",
+                  "--metrics-unavailable-after=30", "--autoscaler-status-refresh=60", "--drain-timeout=120",
+                  "--rebalance-interval=0",
                   "--rebalance-max-moves=2", "--move-timeout=600", "--min-move-interval=600", *PORTS,
                   "--log-level=info"],
                  id="prometheus-auth-autoscaler-rebalancer-off"),

@@ -20,7 +20,7 @@ import kmock
 import pytest
 from kubernetes import client
 from trireme.operator.api import InferenceService
-from trireme.operator.autoscaling import Autoscaler, autoscaler_settings
+from trireme.operator.autoscaling import Autoscaler, autoscaler_settings, status_differs
 from trireme.operator.loadmetrics import MetricsUnavailable, PrometheusSettings, queries
 from trireme.operator.reconcile import (REPLACES_ANNOTATION, AutoscalerReport, counted_pods, desired_replica_count,
                                         moves_in_flight, pods_to_label_serving, replica_indices, service_status)
@@ -162,6 +162,45 @@ async def test_load_scales_up_to_what_the_gpus_can_place(harness: Harness) -> No
     assert report.metrics is not None and report.metrics.available
     await harness.step()  # the same shortfall is not reported again
     assert harness.reasons().count("InsufficientGPUs") == 1
+
+
+async def test_a_steady_decision_is_not_rewritten_until_the_refresh(harness: Harness) -> None:
+    seed(harness, pod(0), pod(1))
+    harness.prometheus.pending = {"svc-r0": 2.0, "svc-r1": 2.0}  # on target: steady at 2
+    await harness.step()
+    first = await harness.step()
+    assert first is not None and first.status["action"] == "steady"
+    shown = first.status["lastDecisionTime"]
+    for _ in range(11):  # 55 s of decisions that agree with the one shown
+        report = await harness.step()
+        assert report is not None and report.status == first.status
+    report = await harness.step()  # 60 s: refreshed
+    assert report is not None and report.status["lastDecisionTime"] > shown
+    harness.prometheus.pending = {"svc-r0": 3.0, "svc-r1": 3.0}  # the load moved: said at once
+    report = await harness.step()
+    assert report is not None and report.status["metrics"]["pendingRequests"] == 6.0
+
+
+@pytest.mark.parametrize(("shown", "new", "differs"), [
+    pytest.param({"action": "steady", "reason": "a", "metrics": {"requestRate": 100.0}},
+                 {"action": "steady", "reason": "b", "metrics": {"requestRate": 109.0}}, False,
+                 id="same-action-metric-within-10-percent"),
+    pytest.param({"action": "steady", "metrics": {"requestRate": 100.0}},
+                 {"action": "steady", "metrics": {"requestRate": 111.0}}, True, id="metric-moved-over-10-percent"),
+    pytest.param({"action": "steady", "metrics": {"queueTimeMilliseconds": 0.2}},
+                 {"action": "steady", "metrics": {"queueTimeMilliseconds": 0.9}}, False,
+                 id="near-zero-wavering-is-not-a-change"),
+    pytest.param({"action": "steady", "metrics": {"requestRate": 1.0}},
+                 {"action": "steady", "metrics": {"requestRate": 1.0, "queueTimeMilliseconds": 3.0}}, True,
+                 id="a-metric-appears"),
+    pytest.param({"action": "steady"}, {"action": "scale-up"}, True, id="action"),
+    pytest.param({"action": "steady"}, {"action": "steady", "capacityLimitedTo": 3}, True, id="capacity-limit"),
+    pytest.param({"action": "steady"}, {"action": "steady", "draining": ["svc-r1"]}, True, id="draining"),
+    pytest.param({"action": "hold", "reason": "holding 2 replicas: Prometheus down"},
+                 {"action": "hold", "reason": "holding 2 replicas: stale samples"}, True, id="what-is-wrong-changed"),
+])
+def test_status_differs(shown: dict[str, Any], new: dict[str, Any], differs: bool) -> None:
+    assert status_differs(shown, new) is differs
 
 
 async def test_missing_metrics_hold_the_count_and_recover(harness: Harness) -> None:
