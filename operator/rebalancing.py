@@ -23,7 +23,11 @@ A new replica not serving within ``move_timeout_s`` (or failed) is deleted and t
 keeps serving (Warning Event MoveFailed). Every step is kept on the pods, so a restarted or
 new leader continues the moves it finds. Budgets: at most ``rebalance_max_moves`` moves in
 flight over the cluster, each service's PodDisruptionBudget (less its moves in flight), and
-``min_move_interval_s`` between two moves of one replica. Only single-pod replicas of
+``min_move_interval_s`` between two moves of one replica. A replica that needs more moves than
+that allows (a node emptied for an 8-GPU replica) gets the first moves of clearing a node and is
+nominated to it (``status.nominatedNodeName``): later plans go on clearing that node, other pods
+keep off it while they fit elsewhere (``scheduler.cycle``), and the replica binds there once it
+is clear. Only single-pod replicas of
 InferenceServices move; pipeline-parallel replicas (gangs of stage pods) stay where they are.
 Events: Moving, Moved, MoveFailed on the moved replica's service, Defragmenting on the service
 whose replica the room is made for (and its pod is nominated to the node).
@@ -187,10 +191,13 @@ class Rebalancer:
                              shapes_from_snapshot(snapshot) + workload_shapes(pending))
         budgets = Budgets(now, self._budgets(seen, in_flight), self._last_moved(seen.pods))
         waiting = bool(in_flight) or any(self.scheduling.is_pending_here(p) for p in seen.pods)
+        nominated = {pod_key(p): (p.get("status") or {}).get("nominatedNodeName") or "" for p in seen.pods
+                     if self.scheduling.is_pending_here(p)}
         plan = rebalance(snapshot, pending, policy, movable, budgets,
                          RebalanceSettings(max_moves_per_cycle=slots,
                                            min_move_interval_s=self.settings.min_move_interval_s),
-                         utilisation={} if waiting else self._node_utilisation(seen.pods, now))
+                         utilisation={} if waiting else self._node_utilisation(seen.pods, now),
+                         nominated={key: node for key, node in nominated.items() if node})
         if waiting:
             plan = _room_only(plan, snapshot, movable)
         if not plan.moves:
@@ -349,8 +356,9 @@ class Rebalancer:
         owner = services.get(service_key(pod))
         if owner is not None:
             moved = ", ".join(f"{s.move.pod.partition('/')[2]} → {s.move.to_node}" for s in started)
+            rest = "" if plan.complete else "; more moves follow once these are done"
             self.record_event(owner, "Normal", "Defragmenting",
-                              f"making room on node {plan.node} for pod {meta['name']}: moving {moved}")
+                              f"making room on node {plan.node} for pod {meta['name']}: moving {moved}{rest}")
 
     def _patch_annotations(self, pod: Mapping[str, Any], annotations: Mapping[str, str | None]) -> None:
         meta = pod["metadata"]

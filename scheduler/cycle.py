@@ -10,7 +10,10 @@ its nominated node it waits instead of choosing new victims. Victims chosen for 
 are not offered to the next, and every preemption counts against the victims' disruption
 budgets for the rest of the cycle. An entry that waits although pods of lower priority are
 bound says why preemption could not help (they may not be preempted, or evicting them would
-not make room), so a preempted replica that waits for its GPUs to come back says so.
+not make room), so a preempted replica that waits for its GPUs to come back says so. A node
+an entry is nominated to (by a preemption, or by the rebalancer clearing it) is kept for it:
+other single pods go there only when they fit nowhere else, so the room being made is not
+taken piece by piece by whatever arrives meanwhile.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class Pending:
     """One entry of the queue: a pod or a gang, placed with ``policy``.
 
     ``age`` orders entries of equal priority (older first): any string that sorts by age, such as the
-    RFC 3339 creation timestamp. ``nominated_node`` is the node an earlier preemption made room on.
+    RFC 3339 creation timestamp. ``nominated_node`` is the node an earlier preemption or the rebalancer
+    makes room on.
     """
 
     request: Request
@@ -85,14 +89,17 @@ def schedule(snapshot: ClusterSnapshot, pending: Sequence[Pending], victims: Map
     workload = shapes_from_snapshot(snapshot) + workload_shapes(members)
     policies: dict[str, Policy] = {}
     decisions: dict[str, Decision] = {}
+    keeping = {entry.name: entry.nominated_node for entry in pending if entry.nominated_node}
     for entry in queue_order(pending):
         name = entry.policy if entry.policy in POLICY_NAMES else DEFAULT_POLICY
         policy = policies.get(name)
         if policy is None:
             policy = policies[name] = make_policy(name, workload)
-        made, snapshot = _place(snapshot, entry.request, policy)
+        kept = frozenset(node for owner, node in keeping.items() if owner != entry.name)
+        made, snapshot = _place(snapshot, entry.request, policy, kept)
         if all(isinstance(d, Bind) for d in made):
             decisions.update((d.pod, d) for d in made)
+            keeping.pop(entry.name, None)
             continue
         if entry.nominated_node and terminating.get(entry.nominated_node):
             waiting = Unschedulable(entry.name, f"waiting for {terminating[entry.nominated_node]} pod(s) to leave "
@@ -126,11 +133,11 @@ def _no_preemption(snapshot: ClusterSnapshot, entry: Pending, victims: Mapping[s
             f"disruption budgets, would not make room")
 
 
-def _place(snapshot: ClusterSnapshot, request: Request, policy: Policy) -> tuple[list[Bind | Unschedulable],
-                                                                                  ClusterSnapshot]:
+def _place(snapshot: ClusterSnapshot, request: Request, policy: Policy, kept: frozenset[str]
+           ) -> tuple[list[Bind | Unschedulable], ClusterSnapshot]:
     if isinstance(request, Gang):
         return place_gang(snapshot, request, policy)
-    decision, snapshot = place(snapshot, request, policy)
+    decision, snapshot = place(snapshot, request, policy, kept=kept)
     return [decision], snapshot
 
 

@@ -98,8 +98,12 @@ def plan(snapshot: ClusterSnapshot, requests: Sequence[Request], policy: Policy 
 
 def place(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy,
           bound: Mapping[str, BoundPod] | None = None, explain_failure: bool = True,
-          explanations: dict[tuple[object, ...], str] | None = None) -> tuple[Decision, ClusterSnapshot]:
+          explanations: dict[tuple[object, ...], str] | None = None,
+          kept: frozenset[str] = frozenset()) -> tuple[Decision, ClusterSnapshot]:
     """One pod: its decision and the snapshot after it (unchanged when unschedulable or already bound).
+
+    ``kept`` names nodes kept for other pods (nominated to them while room is made there): the pod goes
+    there only when it fits nowhere else.
 
     ``bound`` indexes ``snapshot.bound`` by pod, when the caller keeps one (a replay of fresh pods
     passes an empty mapping); without it the snapshot is searched. ``explain_failure=False`` skips
@@ -113,7 +117,9 @@ def place(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy,
     if problem:
         return Unschedulable(request.pod, problem), snapshot
     avoid = _replica_nodes(snapshot, request) if request.spread and request.service else frozenset()
-    chosen = select(snapshot, request, policy, avoid=avoid)
+    chosen = select(snapshot, request, policy, avoid=avoid | kept) if kept else None
+    if chosen is None:
+        chosen = select(snapshot, request, policy, avoid=avoid)
     if chosen is None:
         if not explain_failure:
             reason = "fits on no node"

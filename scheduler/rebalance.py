@@ -22,8 +22,10 @@ This module plans the moves that fix that, as data, from one snapshot:
 - ``consolidate``: GPUs holding only a small share are emptied into the spare room of other
   partly used GPUs, so that whole-GPU replicas find whole GPUs again (least used first, or
   the most per move first; optionally only where the node keeps CPU for a whole-GPU replica).
-- ``rebalance``: all of them, within one cycle's budgets: pending replicas first, then hot
-  spots, then (when ``RebalanceSettings.consolidate``) consolidation.
+- ``rebalance``: all of them, within one cycle's budgets: pending replicas first (a replica no
+  plan within the budgets places gets ``prepare``'s first moves, and one nominated earlier goes
+  on with its own node), then hot spots, then (when ``RebalanceSettings.consolidate``)
+  consolidation.
 - ``revalidate``: the same plan checked against a fresh snapshot before the operator acts:
   every move must still apply, and the pending replica must still fit after them.
 
@@ -90,6 +92,11 @@ class RebalanceSettings:
     hot_margin: float = 0.3
     """...and only when it is this far above the mean of the nodes measured: a uniformly busy
     cluster has no hot spot to move load to."""
+    prepare: bool = True
+    """Whether ``rebalance`` starts clearing a node for a pending replica that no plan within the cycle's
+    budgets places (``prepare``): the replica is nominated to that node, and later cycles finish it. Without
+    it, a replica that needs more moves than one cycle allows (an 8-GPU one on a busy cluster) waits until
+    departures happen to make room."""
     consolidate: bool = False
     """Whether ``rebalance`` spends what is left of a cycle's budget on consolidation. Off by
     default: it moves replicas that serve well for capacity nobody may be waiting for; turn it on
@@ -153,6 +160,9 @@ class MovePlan:
     pending: PodRequest | None = None
     node: str = ""
     gpu_indices: tuple[int, ...] = ()
+    complete: bool = True
+    """Whether ``pending`` fits on ``node`` once the moves are made; False for the first moves of clearing
+    it (``prepare``), which later cycles finish."""
 
     def __len__(self) -> int:
         return len(self.moves)
@@ -333,7 +343,13 @@ def prepare(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, mova
     The plan's ``node`` names the node being emptied and ``pending`` is ``request``; it may
     have no moves (the budget is spent, yet the node is worth keeping). None when the request
     fits already (``defragment`` places it) or no node can be emptied for it."""
-    allowance = _Allowance(settings, budgets, max_moves)
+    return _prepare(snapshot, request, policy, movable, _Allowance(settings, budgets, max_moves), reserved, nodes)
+
+
+def _prepare(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, movable: Mapping[str, Movable],
+             allowance: _Allowance, reserved: frozenset[str] = frozenset(), nodes: frozenset[str] | None = None
+             ) -> MovePlan | None:
+    settings = allowance.settings
     if select(snapshot, request, policy) is not None or request.problem():
         return None
     found = _candidates(snapshot, request, movable, allowance, settings.max_pods_per_candidate)
@@ -363,7 +379,7 @@ def prepare(snapshot: ClusterSnapshot, request: PodRequest, policy: Policy, mova
         if any(movable[b.pod].gang for b in taken):
             first, taken = [], []  # a gang moves whole, with its node's room: only in a full plan
         allowance.spend(taken, movable)
-        return MovePlan(tuple(first), apply_moves(snapshot, first, movable), request, node)
+        return MovePlan(tuple(first), apply_moves(snapshot, first, movable), request, node, complete=False)
     return None
 
 
@@ -710,18 +726,38 @@ def _replace_free(state: NodeState, free: tuple[int, ...]) -> NodeState:
 def rebalance(snapshot: ClusterSnapshot, pending: Sequence[PodRequest], policy: Policy,
               movable: Mapping[str, Movable], budgets: Budgets = Budgets(),
               settings: RebalanceSettings = RebalanceSettings(), *,
-              utilisation: Mapping[str, float] | None = None) -> MovePlan:
+              utilisation: Mapping[str, float] | None = None, nominated: Mapping[str, str] | None = None
+              ) -> MovePlan:
     """One cycle: room for pending replicas first (higher priority first, then in the order
     given), then hot spots, all within one set of budgets. The returned plan's snapshot has every
     move made and the pending replicas that got room placed; ``pending``/``node`` name the last
-    defragmented replica, and a defragmentation's moves come before the next one's."""
+    defragmented replica, and a defragmentation's moves come before the next one's.
+
+    A pending replica that no plan within the budgets places gets the first moves of clearing a
+    node instead (``RebalanceSettings.prepare``; the plan is then not ``complete``), and no replica
+    after it is considered in this cycle: the caller nominates it to the node. ``nominated`` maps
+    pending replicas to the nodes earlier cycles nominated them to: such a replica goes on clearing
+    its own node while that can still be cleared, and pods moved for any replica avoid the others'."""
+    nominated = dict(nominated or {})
     allowance = _Allowance(settings, budgets, None)
     moves: list[Move] = []
     last: MovePlan | None = None
     for request in sorted(pending, key=lambda r: -r.priority):
         if allowance.moves_left <= 0:
             break
-        found = _defragment(snapshot, request, policy, movable, allowance)
+        own = nominated.get(request.pod, "")
+        reserved = frozenset(nominated.values()) - {own}
+        found = _defragment(snapshot, request, policy, movable, allowance, reserved)
+        if found is None and settings.prepare:
+            if own:
+                found = _prepare(snapshot, request, policy, movable, allowance, reserved, frozenset({own}))
+            if found is None:
+                found = _prepare(snapshot, request, policy, movable, allowance, reserved)
+            if found is not None:
+                moves.extend(found.moves)
+                snapshot = found.snapshot
+                last = found
+                break
         if found is None or not found.moves:
             if found is not None:
                 snapshot = found.snapshot.with_bound(_pending_bound(found))
@@ -738,7 +774,7 @@ def rebalance(snapshot: ClusterSnapshot, pending: Sequence[PodRequest], policy: 
         snapshot = packed.snapshot
     if last is None:
         return MovePlan(tuple(moves), snapshot)
-    return MovePlan(tuple(moves), snapshot, last.pending, last.node, last.gpu_indices)
+    return MovePlan(tuple(moves), snapshot, last.pending, last.node, last.gpu_indices, last.complete)
 
 
 def _pending_bound(found: MovePlan) -> BoundPod:
@@ -756,7 +792,8 @@ def revalidate(move_plan: MovePlan, fresh: ClusterSnapshot, movable: Mapping[str
 
     Returns the plan re-simulated on ``fresh`` and '' when every move still applies (its pod is
     still on ``from_node`` and its GPUs, CPU and memory are free on ``to_node``) and, for a
-    defragmentation, the pending replica still fits on its node afterwards; else None and why.
+    complete defragmentation, the pending replica still fits on its node afterwards; else None
+    and why.
     Acting on a stale plan could over-commit a node, so the operator re-plans instead."""
     try:
         after = apply_moves(fresh, move_plan.moves, movable)
@@ -767,13 +804,15 @@ def revalidate(move_plan: MovePlan, fresh: ClusterSnapshot, movable: Mapping[str
         state = after.states.get(move_plan.node)
         if state is None:
             return None, f"stale plan: node {move_plan.node} is gone"
+        if not move_plan.complete:
+            return replace(move_plan, snapshot=after), ""
         reason = _feasibility().evaluate(state, request)[0]
         if reason is not None:
             return None, f"stale plan: {request.pod} no longer fits on {move_plan.node} ({reason})"
         milli = request.milli_on(state) if move_plan.gpu_indices else 0
         if any(not 0 <= i < state.gpu_count or state.gpu_free_milli[i] < milli for i in move_plan.gpu_indices):
             return None, f"stale plan: GPUs {list(move_plan.gpu_indices)} on {move_plan.node} are taken"
-    return MovePlan(move_plan.moves, after, request, move_plan.node, move_plan.gpu_indices), ""
+    return replace(move_plan, snapshot=after), ""
 
 
 def gpu_milli_used(snapshot: ClusterSnapshot) -> int:

@@ -39,10 +39,10 @@ def service(name: str, gpus: int, tensor: int = 1) -> dict[str, Any]:
                      "gpus": {"count": gpus}, "parallelism": {"tensorParallel": tensor}}}
 
 
-def node(name: str) -> dict[str, Any]:
+def node(name: str, gpus: int = 2) -> dict[str, Any]:
+    room = {"nvidia.com/gpu": str(gpus), "cpu": "16", "memory": "64Gi", "pods": "110"}
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {}},
-            "status": {"allocatable": {"nvidia.com/gpu": "2", "cpu": "16", "memory": "64Gi", "pods": "110"},
-                       "capacity": {"nvidia.com/gpu": "2", "cpu": "16", "memory": "64Gi", "pods": "110"},
+            "status": {"allocatable": dict(room), "capacity": dict(room),
                        "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
@@ -296,3 +296,29 @@ def test_one_move_at_a_time_per_plan_interval_and_none_while_the_room_clears(har
     assert harness.step(advance=1.0) == []  # within the interval: only moves in flight advance
     assert harness.step(advance=10.0) == []  # tp waits on the node being cleared: nothing more to move
     assert [n for n in harness.cluster.pods if n.startswith("web")] == ["web-r0", "web-r1", started.new_pod]
+
+
+def test_a_node_is_cleared_over_several_plans_when_one_may_not_do_it_all() -> None:
+    """tp needs the 4 GPUs of node a, where two replicas of web run; web's budget lets one move at a time."""
+    pods = [pod("web", 0, 1, "a", "0"), pod("web", 1, 1, "a", "1"), pod("tp", 0, 4)]
+    cluster = FakeCluster({p["metadata"]["name"]: p for p in pods},
+                          {"ns/web": service("web", 1), "ns/tp": service("tp", 4, tensor=4)},
+                          {"ns/web": 1, "ns/tp": 1}, nodes=[node("a", 4), node("b", 2)])
+    harness = harness_for(cluster)
+    (first,) = harness.step()
+    assert (first.move.from_node, first.move.to_node) == ("a", "b")
+    assert cluster.pods["tp-r0"]["status"]["nominatedNodeName"] == "a"
+    assert harness.reasons() == [("web", "Moving"), ("tp", "Defragmenting")]
+    assert harness.events[-1][3].endswith("more moves follow once these are done")
+    cluster.serve(first.new_pod)
+    harness.models_ready.add(first.new_pod)
+    old = first.move.pod.partition("/")[2]
+    for _ in range(10):  # drained and deleted within the grace period and two idle probes
+        assert harness.step(advance=1.0) == []  # no second move while the first is in flight
+        if old not in cluster.pods:
+            break
+    assert old not in cluster.pods
+    (second,) = harness.step(advance=SETTINGS.rebalance_interval_s)
+    assert (second.move.from_node, second.move.to_node) == ("a", "b") and second.move.pod != first.move.pod
+    assert harness.reasons()[-2:] == [("web", "Moving"), ("tp", "Defragmenting")]
+    assert "more moves follow" not in harness.events[-1][3]  # the plan now makes room for tp

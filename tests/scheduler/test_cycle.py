@@ -1,5 +1,6 @@
-"""A scheduling cycle: queue order, per-service policies, preemption once per victim, and waiting
-for preempted pods to leave instead of preempting again."""
+"""A scheduling cycle: queue order, per-service policies, preemption once per victim, waiting
+for preempted pods to leave instead of preempting again, and nodes kept for the pods nominated
+to them."""
 
 from __future__ import annotations
 
@@ -69,6 +70,23 @@ def test_a_nominated_pod_waits_for_its_victims_to_leave() -> None:
     entry = Pending(pod("a", 1, 10), nominated_node="n0")
     result = schedule(full(), [entry], VICTIMS, terminating={"n0": 1})
     assert result.decisions["ns/a"] == Unschedulable("ns/a", "waiting for 1 pod(s) to leave node n0 (preempted or moved to make room)")
+
+
+BIG, SMALL = Pending(pod("big", 2), age="1", nominated_node="n0"), Pending(pod("small"), age="2")
+
+
+@pytest.mark.parametrize(("nodes", "bound", "expect"), [
+    pytest.param(2, {"n0": 0, "n1": 0}, {"ns/small": "n1"}, id="other-pods-keep-off-a-nominated-node"),
+    pytest.param(1, {"n0": 0}, {"ns/small": "n0"}, id="unless-they-fit-nowhere-else"),
+    pytest.param(2, {}, {"ns/big": "n0", "ns/small": "n1"}, id="the-nominee-takes-its-node"),
+])
+def test_a_node_is_kept_for_the_pod_nominated_to_it(nodes: int, bound: dict[str, int],
+                                                    expect: dict[str, str]) -> None:
+    snapshot = cluster(nodes=nodes, gpus=2)
+    for node, gpu in bound.items():  # n0: a pod still leaving; n1: a pod that stays
+        snapshot = snapshot.with_bound(BoundPod(f"ns/on-{node}", node, (gpu,), 1000))
+    result = schedule(snapshot, [BIG, SMALL])
+    assert {p: d.node for p, d in result.decisions.items() if isinstance(d, Bind)} == expect
 
 
 def test_no_victims_no_preemption() -> None:

@@ -350,6 +350,55 @@ def test_a_cycle_makes_room_first_then_spreads_within_one_cap() -> None:
     assert nothing.moves == ()
 
 
+@dataclass(frozen=True)
+class CycleCase:
+    nodes: dict[str, int]
+    pods: dict[str, Pod]
+    cap: int
+    expect: list[tuple[str, str, str]]
+    """The moves (pod, from, to) of the cycle."""
+    node: str = ""
+    complete: bool = True
+    nominated: dict[str, str] = field(default_factory=dict)
+    prepare: bool = True
+
+
+THREE_ON_A = {"x": Pod("a", (0,)), "y": Pod("a", (1,)), "z": Pod("a", (2,))}
+CYCLE_CASES = {
+    "a replica one cycle cannot place gets the first moves of clearing a node": CycleCase(
+        {"a": 3, "b": 1, "c": 1, "d": 1}, THREE_ON_A, 2, [("x", "a", "b"), ("y", "a", "c")], node="a",
+        complete=False),
+    "without prepare it waits": CycleCase({"a": 3, "b": 1, "c": 1, "d": 1}, THREE_ON_A, 2, [], prepare=False),
+    "the last move of a cleared node completes it": CycleCase(
+        {"a": 3, "b": 1, "c": 1, "d": 1}, {"z": Pod("a", (2,)), "u": Pod("b", (0,)), "v": Pod("c", (0,))}, 2,
+        [("z", "a", "d")], node="a", nominated={"ns/new": "a"}),
+    "a nominated replica goes on clearing its own node": CycleCase(
+        {"a": 3, "e": 3, "b": 1, "c": 1, "d": 1},
+        {"x": Pod("a", (0,)), "y": Pod("a", (1,)), "p": Pod("e", (0,)), "q": Pod("e", (1,)), "r": Pod("e", (2,))},
+        1, [("p", "e", "a")], node="e", complete=False, nominated={"ns/new": "e"}),
+    "moved pods avoid nodes nominated to other replicas": CycleCase(
+        {"a": 3, "b": 1, "c": 1, "d": 1, "f": 1}, THREE_ON_A, 2, [("x", "a", "b"), ("y", "a", "d")], node="a",
+        complete=False, nominated={"ns/other": "c"}),
+}
+
+
+@pytest.mark.parametrize("case", CYCLE_CASES.values(), ids=CYCLE_CASES.keys())
+def test_a_cycle_starts_clearing_what_it_cannot_finish(case: CycleCase) -> None:
+    snapshot, movable = cluster(case.nodes, case.pods)
+    three = PodRequest(pod="ns/new", gpus=3)
+    found = rebalance(snapshot, [three], FIRSTFIT, movable, Budgets(),
+                      RebalanceSettings(max_moves_per_cycle=case.cap, prepare=case.prepare),
+                      nominated=case.nominated)
+    assert moved(found) == case.expect
+    if not case.expect:
+        assert found.pending is None
+        return
+    assert (found.pending, found.node, found.complete) == (three, case.node, case.complete)
+    assert any(b.pod == "ns/new" for b in found.snapshot.bound) is case.complete
+    again = revalidate(found, snapshot, movable)[0]
+    assert again is not None and (again.moves, again.node, again.complete) == (found.moves, found.node, found.complete)
+
+
 def test_apply_moves_refuses_what_does_not_fit() -> None:
     snapshot, movable = cluster({"a": 2, "b": 2}, {"x": Pod("a", (0,)), "y": Pod("b", (0,))})
     with pytest.raises(ValueError, match="GPU 0"):
