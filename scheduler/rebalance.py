@@ -735,7 +735,8 @@ def rebalance(snapshot: ClusterSnapshot, pending: Sequence[PodRequest], policy: 
 
     A pending replica that no plan within the budgets places gets the first moves of clearing a
     node instead (``RebalanceSettings.prepare``; the plan is then not ``complete``), and no replica
-    after it is considered in this cycle: the caller nominates it to the node. ``nominated`` maps
+    after it is considered in this cycle: the caller nominates it to the node. When the budgets let
+    nothing move for it, the replicas after it are still considered. ``nominated`` maps
     pending replicas to the nodes earlier cycles nominated them to: such a replica goes on clearing
     its own node while that can still be cleared, and pods moved for any replica avoid the others'."""
     nominated = dict(nominated or {})
@@ -753,11 +754,12 @@ def rebalance(snapshot: ClusterSnapshot, pending: Sequence[PodRequest], policy: 
                 found = _prepare(snapshot, request, policy, movable, allowance, reserved, frozenset({own}))
             if found is None:
                 found = _prepare(snapshot, request, policy, movable, allowance, reserved)
-            if found is not None:
+            if found is not None and found.moves:
                 moves.extend(found.moves)
                 snapshot = found.snapshot
                 last = found
                 break
+            found = None  # nothing can move for it now (budgets): the replicas after it may still be helped
         if found is None or not found.moves:
             if found is not None:
                 snapshot = found.snapshot.with_bound(_pending_bound(found))

@@ -399,6 +399,15 @@ def test_a_cycle_starts_clearing_what_it_cannot_finish(case: CycleCase) -> None:
     assert again is not None and (again.moves, again.node, again.complete) == (found.moves, found.node, found.complete)
 
 
+def test_a_replica_nothing_may_move_for_does_not_block_the_next() -> None:
+    pods = {**{k: Pod("a", p.gpus, service="s") for k, p in THREE_ON_A.items()}, "u": Pod("b", (0,), service="t")}
+    snapshot, movable = cluster({"a": 3, "b": 2, "c": 1}, pods)
+    big = PodRequest(pod="ns/big", gpus=3, priority=1)
+    found = rebalance(snapshot, [big, TWO], FIRSTFIT, movable, Budgets(services={"s": 0}),
+                      RebalanceSettings(max_moves_per_cycle=2))
+    assert moved(found) == [("u", "b", "c")] and found.pending == TWO and found.complete
+
+
 def test_apply_moves_refuses_what_does_not_fit() -> None:
     snapshot, movable = cluster({"a": 2, "b": 2}, {"x": Pod("a", (0,)), "y": Pod("b", (0,))})
     with pytest.raises(ValueError, match="GPU 0"):
