@@ -401,7 +401,7 @@ def test_a_cycle_starts_clearing_what_it_cannot_finish(case: CycleCase) -> None:
 
 def test_a_replica_nothing_may_move_for_does_not_block_the_next() -> None:
     pods = {**{k: Pod("a", p.gpus, service="s") for k, p in THREE_ON_A.items()}, "u": Pod("b", (0,), service="t")}
-    snapshot, movable = cluster({"a": 3, "b": 2, "c": 1}, pods)
+    snapshot, movable = cluster({"a": 3, "b": 2, "c": 1, "d": 1, "e": 1}, pods)
     big = PodRequest(pod="ns/big", gpus=3, priority=1)
     found = rebalance(snapshot, [big, TWO], FIRSTFIT, movable, Budgets(services={"s": 0}),
                       RebalanceSettings(max_moves_per_cycle=2))
