@@ -31,7 +31,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from trireme.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from trireme.operator.reconcile import MANAGED_BY, MANAGED_BY_LABEL, REPLICA_LABEL, SERVICE_LABEL, STAGE_LABEL
+from trireme.operator.reconcile import (MANAGED_BY, MANAGED_BY_LABEL, REPLICA_LABEL, SERVICE_LABEL, STAGE_LABEL,
+                                        moves_in_flight)
 from trireme.scheduler.cluster import cluster_from_objects
 from trireme.scheduler.cycle import Bind, Pending, Preempt, Unschedulable, Victim, schedule
 from trireme.scheduler.dependencies import ServiceState, gates
@@ -305,12 +306,15 @@ def decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: lis
            default_policy: str = "trireme") -> dict[str, Decision]:
     """A decision for every pending pod (by ``namespace/name``): held back by dependsOn, or decided by
     ``scheduler.cycle.schedule`` with its service's policy (``default_policy`` when it names none),
-    priority and parallelism."""
+    priority and parallelism. Pods leaving a node — terminating, or the old half of a move in flight,
+    deleted once its replacement serves — make a pod nominated there wait for them instead of looking
+    for other room (a preemption elsewhere, say)."""
     free, decisions = gated(pending, services)
+    leaving = [p for p in pods if p["metadata"].get("deletionTimestamp")] + [m.old for m in moves_in_flight(pods)]
     terminating: dict[str, int] = {}
-    for pod in pods:
+    for pod in leaving:
         node = (pod.get("spec") or {}).get("nodeName")
-        if node and pod["metadata"].get("deletionTimestamp"):
+        if node:
             terminating[node] = terminating.get(node, 0) + 1
     queue = [queue_entry(group, services, default_policy) for group in _groups(free)]
     result = schedule(cluster_from_objects(nodes, pods), queue, _victims(pods, services), budgets, terminating)

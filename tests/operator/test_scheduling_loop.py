@@ -1,7 +1,8 @@
 """The operator's scheduling loop on a small cluster of its own (two nodes of two GPUs,
 simulated kubelet): every pending Trireme pod is placed in one cycle, higher priority
 first; dependsOn holds a service back until what it depends on is ready; a cycle is
-named on its members; decisions become bindings, PodScheduled conditions and Events."""
+named on its members; decisions become bindings, PodScheduled conditions and Events; a pod
+nominated to a node that moves are clearing waits for them."""
 
 from __future__ import annotations
 
@@ -231,3 +232,24 @@ def test_a_service_without_a_policy_gets_the_cluster_default(spec_policy: str | 
     pod, service = _pending("svc", spec_policy)
     decisions = decide(nodes, [other, pod], [pod], {"ns/svc": service}, {}, default_policy=default)
     assert decisions["ns/svc-r0"].node == node
+
+
+def test_a_pod_nominated_to_a_node_being_cleared_waits_for_the_moves() -> None:
+    from trireme.operator.reconcile import REPLACES_ANNOTATION
+    from trireme.operator.scheduling import decide
+
+    def running(name: str, node: str, gpu: int, **annotations: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}",
+                             "annotations": {"trireme.io/gpus": str(gpu), **annotations}},
+                "spec": {"nodeName": node,
+                         "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+                "status": {"phase": "Running"}}
+
+    old, stays = running("web-r0", "n0", 0), running("db-r0", "n0", 1)
+    new = running("web-r2", "n1", 0, **{REPLACES_ANNOTATION: "u-web-r0"})
+    pod, service = _pending("tp", None)
+    pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2"
+    pod["status"] = {"nominatedNodeName": "n0"}
+    decisions = decide([_node("n0", 2), _node("n1", 2)], [old, stays, new, pod], [pod], {"ns/tp": service}, {})
+    assert decisions["ns/tp-r0"] == Unschedulable(
+        "ns/tp-r0", "waiting for 1 pod(s) to leave node n0 (preempted or moved to make room)")
