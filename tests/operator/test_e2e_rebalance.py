@@ -7,6 +7,10 @@ rebalancing interval) moves one Triton replica next to the other: the new replic
 other node, serves, and only then is the old one taken out of the Service, drained and deleted.
 The tensor-parallel replica then takes the node that was cleared. Inferences run through
 tritonclient all along, and none may fail.
+
+A second cluster (one node of four GPUs, one of two) checks a node cleared over several plans:
+with one move in flight at a time, the two Triton replicas on the four-GPU node move one after the
+other, the four-GPU replica nominated to that node meanwhile, and it binds there once both left.
 """
 
 from __future__ import annotations
@@ -38,17 +42,40 @@ PLACEHOLDER_IMAGE = "registry.example.com/gpu-placeholder:1"
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
+WIDE_PROFILE = {"name": "rebalance-wide", "pools": [
+    {"name": "wide", "count": 1, "gpus": 4, "gpuProduct": "NVIDIA-A100-SXM4-80GB", "gpuMemoryMiB": 81920,
+     "nvlinkIslands": [[0, 1, 2, 3]], "cpu": "16", "memory": "64Gi"},
+    {"name": "small", "count": 1, "gpus": 2, "gpuProduct": "NVIDIA-A100-SXM4-80GB", "gpuMemoryMiB": 81920,
+     "nvlinkIslands": [[0, 1]], "cpu": "16", "memory": "64Gi"}]}
+
+
+def _cluster(profile: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundCluster]:
+    with private_cluster(profile, tmp_path_factory.mktemp(profile["name"]), kubelet="process") as handle:
+        yield handle
+
+
+def _kubectl(cluster: BackgroundCluster, crd_installer: Callable[[Kubectl], str]) -> Kubectl:
+    run = kubectl_runner(cluster.cluster.kubeconfig_path)
+    crd_installer(run)
+    return run
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundCluster]:
-    with private_cluster(PROFILE, tmp_path_factory.mktemp("rebalance-cluster"), kubelet="process") as handle:
-        yield handle
+    yield from _cluster(PROFILE, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def kubectl(cluster: BackgroundCluster, crd_installer: Callable[[Kubectl], str]) -> Kubectl:
-    run = kubectl_runner(cluster.cluster.kubeconfig_path)
-    crd_installer(run)
-    return run
+    return _kubectl(cluster, crd_installer)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory,
+         crd_installer: Callable[[Kubectl], str]) -> Iterator[tuple[BackgroundCluster, Kubectl]]:
+    """The second cluster, with kubectl for it."""
+    for handle in _cluster(WIDE_PROFILE, tmp_path_factory):
+        yield handle, _kubectl(handle, crd_installer)
 
 
 @pytest.fixture
@@ -59,12 +86,12 @@ def models(tmp_path: Path) -> Iterator[Path]:
     wait_for(lambda: not tritonserver_pids(target), timeout=30, interval=0.2, what="no tritonserver left running")
 
 
-@pytest.fixture
-def operator(cluster: BackgroundCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+def _operator(cluster: BackgroundCluster, tmp_path: Path, request: pytest.FixtureRequest,
+              *extra: str) -> Iterator[OperatorProcess]:
     """``trireme run`` planning moves every second, with a short drain; its log printed on failure."""
     operator = OperatorProcess(cluster.cluster.kubeconfig_path, "", tmp_path, "--rebalance-interval", "1",
                                "--min-move-interval", "0", "--drain-grace", "2", "--drain-timeout", "30",
-                               "--move-timeout", "90")
+                               "--move-timeout", "90", *extra)
     failed_before = request.session.testsfailed
     operator.start()
     try:
@@ -73,6 +100,18 @@ def operator(cluster: BackgroundCluster, tmp_path: Path, request: pytest.Fixture
         operator.stop()
         if request.session.testsfailed > failed_before:
             print(operator.log()[-8000:])
+
+
+@pytest.fixture
+def operator(cluster: BackgroundCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    yield from _operator(cluster, tmp_path, request)
+
+
+@pytest.fixture
+def one_move_operator(wide: tuple[BackgroundCluster, Kubectl], tmp_path: Path,
+                      request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    """The same on the second cluster, with one move in flight at a time."""
+    yield from _operator(wide[0], tmp_path, request, "--rebalance-max-moves", "1")
 
 
 def manifest(name: str, namespace: str, models: Path, *, gpus: int, replicas: int, tensor: int = 1,
@@ -165,3 +204,50 @@ def test_a_fragmented_cluster_is_defragmented_without_a_failed_request(kubectl: 
         assert {("web", "Moving"), ("web", "Moved"), ("tp", "Defragmenting")} <= reasons, events
         moving = next(m for name, reason, m in events if reason == "Moving")
         assert "make room" in moving, moving
+
+
+@pytest.mark.timeout(300)
+def test_a_node_is_cleared_over_several_plans(wide: tuple[BackgroundCluster, Kubectl],
+                                              one_move_operator: OperatorProcess, models: Path) -> None:
+    kubectl = wide[1]
+    with scratch_namespace(kubectl, "clear") as namespace:
+        def pods(service: str) -> list[dict[str, Any]]:
+            return [p for p in get(kubectl, "pods", "-n", namespace, "-l",
+                                   f"serving.trireme.io/service={service}")["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+
+        def ready(service: str) -> int:
+            return int(get(kubectl, "tis", "-n", namespace, service).get("status", {}).get("readyReplicas") or 0)
+
+        # -- two Triton replicas on the four-GPU node: the two-GPU node is taken while they are placed ------
+        kubectl("apply", "-f", "-", input=manifest("filler", namespace, models, gpus=2, replicas=1, triton=False))
+        wait_for(lambda: any(pod_is_ready(p) for p in pods("filler")), timeout=60, interval=0.5,
+                 what="filler's pod ready")
+        kubectl("apply", "-f", "-", input=manifest("web", namespace, models, gpus=1, replicas=2))
+        wait_for(lambda: ready("web") == 2, timeout=120, interval=0.5, what="both replicas of web ready")
+        assert {p["spec"]["nodeName"] for p in pods("web")} == {"wide-0"}
+
+        # -- a replica needing all four GPUs: two moves, one at a time -----------------------------------------
+        # applied before the filler leaves: while a replica waits, web's bunched replicas are not spread
+        kubectl("apply", "-f", "-", input=manifest("big", namespace, models, gpus=4, replicas=1, tensor=4,
+                                                    triton=False))
+        wait_for(lambda: pods("big"), timeout=30, interval=0.3, what="the four-GPU replica's pod")
+        kubectl("delete", "tis", "-n", namespace, "filler")
+        nominated: set[str] = set()
+
+        def placed() -> dict[str, Any] | None:
+            found = pods("big")
+            if found and (found[0].get("status") or {}).get("nominatedNodeName"):
+                nominated.add(found[0]["status"]["nominatedNodeName"])
+            return found[0] if found and found[0]["spec"].get("nodeName") and pod_is_ready(found[0]) else None
+
+        big = wait_for(placed, timeout=200, interval=0.5, what="the four-GPU replica placed and ready")
+        assert big["spec"]["nodeName"] == "wide-0" and nominated == {"wide-0"}, (big["spec"], nominated)
+        wait_for(lambda: ready("web") == 2 and len(pods("web")) == 2, timeout=60, interval=0.5,
+                 what="web back to two replicas")
+        assert {p["spec"]["nodeName"] for p in pods("web")} == {"small-0"}
+        events = [(e["involvedObject"]["name"], e["reason"], e["message"])
+                  for e in get(kubectl, "events", "-n", namespace)["items"]]
+        assert [r for name, r, _ in events if name == "web" and r in ("Moving", "Moved")].count("Moved") == 2, events
+        defragmenting = [m for name, r, m in events if name == "big" and r == "Defragmenting"]
+        assert len(defragmenting) == 2 and any("more moves follow" in m for m in defragmenting), defragmenting
