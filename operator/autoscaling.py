@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -409,6 +410,7 @@ class Autoscaler:
         return block
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 STATUS_METRIC_TOLERANCE = 0.1
 """Relative change of a metric in ``status.autoscaler.metrics`` that is worth a status write (HPA's 10 %)."""
 
@@ -416,12 +418,13 @@ STATUS_METRIC_TOLERANCE = 0.1
 def status_differs(shown: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether the ``status.autoscaler`` block ``new`` says something ``shown`` does not: another action,
     scale time, count limit or set of draining replicas, another reason while holding (what is wrong has
-    changed), or a metric that moved by more than ``STATUS_METRIC_TOLERANCE`` of its value and by more than
+    changed, not only a number in it, such as the age of the newest sample), or a metric that moved by more than ``STATUS_METRIC_TOLERANCE`` of its value and by more than
     1 in its own unit (a queue time wavering around zero does not count)."""
     keys = ("action", "lastScaleTime", "capacityLimitedTo", "draining")
     if any(shown.get(key) != new.get(key) for key in keys):
         return True
-    if new.get("action") == "hold" and shown.get("reason") != new.get("reason"):
+    if new.get("action") == "hold" and _NUMBER.sub("#", shown.get("reason") or "") != \
+            _NUMBER.sub("#", new.get("reason") or ""):
         return True
     before, after = shown.get("metrics") or {}, new.get("metrics") or {}
     if before.keys() != after.keys():

@@ -198,6 +198,9 @@ async def test_a_steady_decision_is_not_rewritten_until_the_refresh(harness: Har
     pytest.param({"action": "steady"}, {"action": "steady", "draining": ["svc-r1"]}, True, id="draining"),
     pytest.param({"action": "hold", "reason": "holding 2 replicas: Prometheus down"},
                  {"action": "hold", "reason": "holding 2 replicas: stale samples"}, True, id="what-is-wrong-changed"),
+    pytest.param({"action": "hold", "reason": "holding 2 replicas: the newest sample is 35 s old"},
+                 {"action": "hold", "reason": "holding 2 replicas: the newest sample is 40 s old"}, False,
+                 id="only-a-number-in-the-reason-changed"),
 ])
 def test_status_differs(shown: dict[str, Any], new: dict[str, Any], differs: bool) -> None:
     assert status_differs(shown, new) is differs
