@@ -191,13 +191,13 @@ class Rebalancer:
                              shapes_from_snapshot(snapshot) + workload_shapes(pending))
         budgets = Budgets(now, self._budgets(seen, in_flight), self._last_moved(seen.pods))
         waiting = bool(in_flight) or any(self.scheduling.is_pending_here(p) for p in seen.pods)
-        nominated = {pod_key(p): (p.get("status") or {}).get("nominatedNodeName") or "" for p in seen.pods
-                     if self.scheduling.is_pending_here(p)}
+        nominated = {pod_key(p): node for p in seen.pods if self.scheduling.is_pending_here(p)
+                     and (node := (p.get("status") or {}).get("nominatedNodeName"))}
         plan = rebalance(snapshot, pending, policy, movable, budgets,
                          RebalanceSettings(max_moves_per_cycle=slots,
                                            min_move_interval_s=self.settings.min_move_interval_s),
                          utilisation={} if waiting else self._node_utilisation(seen.pods, now),
-                         nominated={key: node for key, node in nominated.items() if node})
+                         nominated=nominated)
         if waiting:
             plan = _room_only(plan, snapshot, movable)
         if not plan.moves:
