@@ -52,7 +52,7 @@ from trireme.operator.reconcile import (MOVE_REASON_ANNOTATION, MOVED_AT_ANNOTAT
                                         STAGE_LABEL, MoveInFlight, is_draining, moves_in_flight, pod_is_ready,
                                         replica_index, replica_pods)
 from trireme.operator.scheduling import (ClusterObjects, SchedulingLoop, gated, pod_key, queue_entry, service_key,
-                                         service_name)
+                                         service_name, tensor_parallel_groups)
 from trireme.operator.settings import OperatorSettings
 from trireme.scheduler.cluster import BoundPod, ClusterSnapshot, cluster_from_objects
 from trireme.scheduler.cycle import Bind
@@ -188,7 +188,8 @@ class Rebalancer:
         if not movable:
             return []
         policy = make_policy(self.scheduling.default_policy,
-                             shapes_from_snapshot(snapshot) + workload_shapes(pending))
+                             shapes_from_snapshot(snapshot, tensor_parallel_groups(seen.services))
+                             + workload_shapes(pending))
         budgets = Budgets(now, self._budgets(seen, in_flight), self._last_moved(seen.pods))
         waiting = bool(in_flight) or any(self.scheduling.is_pending_here(p) for p in seen.pods)
         nominated = {pod_key(p): node for p in seen.pods if self.scheduling.is_pending_here(p)

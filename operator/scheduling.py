@@ -317,9 +317,21 @@ def decide(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], pending: lis
         if node:
             terminating[node] = terminating.get(node, 0) + 1
     queue = [queue_entry(group, services, default_policy) for group in _groups(free)]
-    result = schedule(cluster_from_objects(nodes, pods), queue, _victims(pods, services), budgets, terminating)
+    result = schedule(cluster_from_objects(nodes, pods), queue, _victims(pods, services), budgets, terminating,
+                      tensor_parallel_groups(services))
     decisions.update(result.decisions)
     return decisions
+
+
+def tensor_parallel_of(spec: Mapping[str, Any]) -> int:
+    """GPUs of one tensor-parallel group of a service's replica (they share an NVLink island); 1: none."""
+    return int((spec.get("parallelism") or {}).get("tensorParallel") or 1)
+
+
+def tensor_parallel_groups(services: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """The tensor-parallel group of each service that has one, by ``namespace/name``."""
+    groups = {key: tensor_parallel_of(obj.get("spec") or {}) for key, obj in services.items()}
+    return {key: group for key, group in groups.items() if group > 1}
 
 
 def gated(pending: Iterable[dict[str, Any]], services: Mapping[str, Mapping[str, Any]]
@@ -362,7 +374,7 @@ def queue_entry(group: list[dict[str, Any]], services: Mapping[str, Mapping[str,
     first = group[0]
     spec = (services.get(service_key(first)) or {}).get("spec") or {}
     scheduling = spec.get("scheduling") or {}
-    tensor_parallel = int((spec.get("parallelism") or {}).get("tensorParallel") or 1)  # GPUs of one group
+    tensor_parallel = tensor_parallel_of(spec)
     spread = bool((scheduling.get("affinity") or {}).get("podAntiAffinity"))
     requests = tuple(replace(request_from_pod(p, spread=spread, tensor_parallel=tensor_parallel),
                              priority=_priority(p, services)) for p in group)

@@ -75,18 +75,20 @@ def queue_order(pending: Iterable[Pending]) -> list[Pending]:
 
 
 def schedule(snapshot: ClusterSnapshot, pending: Sequence[Pending], victims: Mapping[str, Victim] | None = None,
-             budgets: Mapping[str, int] | None = None, terminating: Mapping[str, int] | None = None) -> CycleResult:
+             budgets: Mapping[str, int] | None = None, terminating: Mapping[str, int] | None = None,
+             tensor_parallel: Mapping[str, int] | None = None) -> CycleResult:
     """Decide every entry of ``pending``.
 
     ``victims`` describes bound pods that preemption may consider (none: no preemption); ``budgets`` how
     many pods of each service may be evicted now; ``terminating`` how many pods are terminating on each
-    node (their resources are still held).
+    node (their resources are still held); ``tensor_parallel`` the tensor-parallel group of each service
+    (``namespace/name``) whose replicas run, for the workload the fragmentation-aware policies weigh.
     """
     victims = dict(victims or {})
     budgets = dict(budgets or {})
     terminating = terminating or {}
     members = [m for p in pending for m in (p.request.members if isinstance(p.request, Gang) else (p.request,))]
-    workload = shapes_from_snapshot(snapshot) + workload_shapes(members)
+    workload = shapes_from_snapshot(snapshot, tensor_parallel) + workload_shapes(members)
     policies: dict[str, Policy] = {}
     decisions: dict[str, Decision] = {}
     keeping = {entry.name: entry.nominated_node for entry in pending if entry.nominated_node}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from trireme.scheduler.cluster import MILLI, ClusterSnapshot, NodeState
@@ -185,9 +185,14 @@ def workload_shapes(requests: Iterable[PodRequest], gpu_memory_mib: int = 0) -> 
     return shapes
 
 
-def shapes_from_snapshot(snapshot: ClusterSnapshot) -> list[TaskShape]:
-    """Task shapes of the pods bound in ``snapshot``: the workload the cluster runs."""
-    return [shape_of(pod.cpu_milli, len(pod.gpu_indices), pod.gpu_milli, (), pod.memory_mib)
+def shapes_from_snapshot(snapshot: ClusterSnapshot, tensor_parallel: Mapping[str, int] | None = None
+                         ) -> list[TaskShape]:
+    """Task shapes of the pods bound in ``snapshot``: the workload the cluster runs. ``tensor_parallel``
+    gives the tensor-parallel group of the replicas of a service (``namespace/name``), so that their
+    next replicas count as needing whole NVLink islands; others have none."""
+    groups = tensor_parallel or {}
+    return [shape_of(pod.cpu_milli, len(pod.gpu_indices), pod.gpu_milli, (), pod.memory_mib,
+                     groups.get(f"{pod.pod.partition('/')[0]}/{pod.service}", 1) if pod.service else 1)
             for pod in snapshot.bound]
 
 

@@ -253,3 +253,34 @@ def test_a_pod_nominated_to_a_node_being_cleared_waits_for_the_moves() -> None:
     decisions = decide([_node("n0", 2), _node("n1", 2)], [old, stays, new, pod], [pod], {"ns/tp": service}, {})
     assert decisions["ns/tp-r0"] == Unschedulable(
         "ns/tp-r0", "waiting for 1 pod(s) to leave node n0 (preempted or moved to make room)")
+
+
+@pytest.mark.parametrize(("llm_tensor_parallel", "node"), [(4, "b"), (1, "a")],
+                         ids=["running-tensor-parallel-service-keeps-an-island", "no-tensor-parallel-service"])
+def test_a_small_pod_leaves_whole_islands_for_a_running_tensor_parallel_service(llm_tensor_parallel: int,
+                                                                                node: str) -> None:
+    """Node a has one whole NVLink island idle, node b as many idle GPUs in two broken islands. While a
+    service with tensor-parallel replicas runs (its next replica needs a whole island), a 1-GPU pod goes to
+    b; with no such service both nodes look alike and it goes to a, the first by name."""
+    from trireme.operator.scheduling import decide
+
+    def island_node(name: str) -> dict[str, Any]:
+        node_object = _node(name, 8)
+        node_object["metadata"]["annotations"] = {"trireme.io/nvlink-islands": "0-3;4-7"}
+        return node_object
+
+    def running(name: str, node_name: str, gpus: str, service: str = "") -> dict[str, Any]:
+        labels = {"serving.trireme.io/service": service} if service else {}
+        return {"metadata": {"name": name, "namespace": "ns", "labels": labels,
+                             "annotations": {"trireme.io/gpus": gpus}},
+                "spec": {"nodeName": node_name,
+                         "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]},
+                "status": {"phase": "Running"}}
+
+    pods = [running("other-a", "a", "4,5,6,7"), running("other-b", "b", "2,3,6,7"),
+            running("llm-r0", "c", "0,1,2,3", service="llm"), running("other-c", "c", "4,5,6,7")]
+    pod, service = _pending("svc", None)
+    llm = {"metadata": {"name": "llm"}, "spec": {"parallelism": {"tensorParallel": llm_tensor_parallel}}}
+    decisions = decide([island_node("a"), island_node("b"), island_node("c")], pods + [pod], [pod],
+                       {"ns/svc": service, "ns/llm": llm}, {})
+    assert decisions["ns/svc-r0"].node == node

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from trireme.scheduler.cluster import MILLI, BoundPod, ClusterSnapshot, NodeState, node_state
 from trireme.scheduler.fragmentation import Fragmentation, FragmentationSettings, TaskShape
 from trireme.scheduler.plan import Bind, Unschedulable, plan
-from trireme.scheduler.policies import make_policy, workload_shapes
+from trireme.scheduler.policies import make_policy, shapes_from_snapshot, workload_shapes
 from trireme.scheduler.requests import PodRequest
 
 ISLANDS = ((0, 1, 2, 3), (4, 5, 6, 7))
@@ -73,6 +73,16 @@ def test_workload_shapes_keep_the_tensor_parallel_group() -> None:
     shapes = workload_shapes([PodRequest("ns/tp", gpus=8, tensor_parallel=4), PodRequest("ns/one", gpus=1,
                                                                                          tensor_parallel=1)])
     assert [s.tensor_parallel for s in shapes] == [4, 1]
+
+
+@pytest.mark.parametrize(("groups", "expected"), [({"ns/llm": 4}, [4, 1]), ({"other/llm": 4}, [1, 1]), (None, [1, 1])],
+                         ids=["own-namespace", "same-name-elsewhere", "none-given"])
+def test_bound_replicas_take_their_services_tensor_parallel_group(groups: dict[str, int] | None,
+                                                                  expected: list[int]) -> None:
+    snapshot = ClusterSnapshot.of({"n": _node()}).with_bound(BoundPod("ns/llm-r0", "n", (0, 1, 2, 3), MILLI,
+                                                                      service="llm")).with_bound(
+        BoundPod("ns/web-r0", "n", (4,), MILLI, service="web"))
+    assert [s.tensor_parallel for s in shapes_from_snapshot(snapshot, groups)] == expected
 
 
 def _node() -> NodeState:
