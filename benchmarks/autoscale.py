@@ -13,7 +13,9 @@ The simulation is a discrete-event loop over arrivals, completions, replica star
 * a replica serves ``SLOTS`` requests at once and costs GPU time from launch to the end of its
   drain (or to the end of the run);
 * dispatch is one pooled FIFO queue with each request sent to the ready replica with the fewest
-  outstanding requests (``pooled``), or per-replica queues filled round-robin (``round-robin``);
+  outstanding requests (``pooled``), or per-replica queues filled round-robin (``round-robin``), as a
+  Kubernetes Service spreads requests; Trireme's autoscaler is told which, as
+  ``spec.autoscaling.dispatch`` tells it in the operator (``pooled`` / ``perReplica``);
 * scaling down cancels replicas still starting first, then drains the least loaded ready replica
   (:func:`~trireme.scheduler.autoscale.choose_scale_down_victim`).
 """
@@ -28,14 +30,14 @@ import math
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from trireme.scheduler.autoscale import (
-    AutoscalerSettings, AutoscalerState, MetricSample, choose_scale_down_victim, decide,
+    AutoscalerSettings, AutoscalerState, Dispatch, MetricSample, choose_scale_down_victim, decide,
 )
 
 SLOTS = 4
@@ -174,9 +176,9 @@ class TriremePolicy(Policy):
 
     name = "trireme"
 
-    def __init__(self, slo_ms: float) -> None:
-        self.settings = AutoscalerSettings.for_queue_time(slo_ms, max_replicas=MAX_REPLICAS,
-                                                          slots_per_replica=SLOTS)
+    def __init__(self, slo_ms: float, dispatch: Dispatch = Dispatch.POOLED) -> None:
+        self.settings = replace(AutoscalerSettings.for_queue_time(slo_ms, max_replicas=MAX_REPLICAS,
+                                                                  slots_per_replica=SLOTS), dispatch=dispatch)
         self.state = AutoscalerState()
         self.reasons: list[str] = []
 
@@ -503,7 +505,8 @@ def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: 
     oracle = PlanPolicy("oracle", counts, setting.startup_s)
     static = PlanPolicy("static", np.full_like(counts, counts.max()), setting.startup_s)
     initial = oracle.count_at(0.0)
-    policies: list[Policy] = [TriremePolicy(slo_ms), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
+    told = Dispatch.PER_REPLICA if dispatch == "round-robin" else Dispatch.POOLED  # as spec.autoscaling.dispatch
+    policies: list[Policy] = [TriremePolicy(slo_ms, told), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
                               oracle]
     out = {}
     for policy in policies:

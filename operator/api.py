@@ -39,7 +39,7 @@ __all__ = [
     "Bool", "ChangePerPeriod", "Int", "Number", "Percent", "Quantity", "Str", "atomic", "int_or_string",
     "map_list", "set_list",
     "Affinity", "ApiModel", "AutoscalerMetrics", "AutoscalerStatus", "Autoscaling", "Behavior", "Condition",
-    "ConditionStatus", "ConditionType",
+    "ConditionStatus", "ConditionType", "Dispatch",
     "DisruptionBudget", "EnvVar", "FieldProblem", "Gpus", "InferenceService", "InferenceServiceSpec",
     "InferenceServiceStatus", "InvalidInferenceService", "ModelRepository", "ObjectMeta", "Parallelism",
     "PodPlacement", "Policy", "Priority", "PullPolicy", "ReplicaPlacement", "ResourceAmounts", "Resources",
@@ -293,6 +293,13 @@ class Signal(StrEnum):
     PENDING_REQUESTS = "pendingRequests"
     REQUEST_RATE = "requestRate"
     GPU_UTILIZATION = "gpuUtilization"
+
+
+class Dispatch(StrEnum):
+    """How requests reach the replicas."""
+
+    POOLED = "pooled"
+    PER_REPLICA = "perReplica"
 
 
 DEFAULT_TARGETS: dict[Signal, float] = {Signal.QUEUE_TIME: 20.0, Signal.PENDING_REQUESTS: 4.0,
@@ -605,6 +612,12 @@ class Autoscaling(ApiModel):
     target: Number | None = Field(None, gt=0, le=1_000_000)
     """Value of the signal to hold, in the signal's unit. Defaults: queueTime 20 (ms), pendingRequests 4,
     gpuUtilization 70 (%); requestRate has no default and needs a target."""
+    dispatch: Dispatch = Dispatch.POOLED
+    """How clients' requests reach the replicas, which decides how many replicas a queueTime target needs.
+    pooled: through a load-aware gateway that sends each request to the replica with the fewest
+    outstanding (requests queue as one pool). perReplica: through the plain Kubernetes Service, which
+    picks a replica per request or connection (each replica queues on its own; more replicas for the
+    same load)."""
     latency_slo_milliseconds: Int | None = Field(None, ge=1, le=3_600_000, alias="latencySLOMilliseconds")
     """Latency objective: average time per request (queue and compute) the service should stay under.
     When it is exceeded the autoscaler adds replicas whatever the signal says."""

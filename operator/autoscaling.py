@@ -55,8 +55,8 @@ from trireme.operator.reconcile import (REPLICA_LABEL, AutoscalerReport, Metrics
                                         desired_replica_count, is_draining, pod_is_ready, replica_pods,
                                         selector_string)
 from trireme.operator.settings import OperatorSettings
-from trireme.scheduler.autoscale import (AutoscalerSettings, AutoscalerState, Decision, MetricSample, ScaleDownPolicy,
-                                         ScaleUpPolicy, Signal, choose_scale_down_victim, decide)
+from trireme.scheduler.autoscale import (AutoscalerSettings, AutoscalerState, Decision, Dispatch, MetricSample,
+                                         ScaleDownPolicy, ScaleUpPolicy, Signal, choose_scale_down_victim, decide)
 from trireme.scheduler.cycle import Bind, Preempt
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def autoscaler_settings(spec: Autoscaling) -> AutoscalerSettings:
     max_replicas = spec.max_replicas or spec.min_replicas
     return AutoscalerSettings(
         min_replicas=spec.min_replicas, max_replicas=max_replicas, signal=Signal(str(spec.signal)),
-        target=spec.effective_target(),
+        target=spec.effective_target(), dispatch=Dispatch(str(spec.dispatch)),
         latency_slo_ms=float(spec.latency_slo_milliseconds) if spec.latency_slo_milliseconds else None,
         scale_up=replace(ScaleUpPolicy(), stabilization_window_s=float(up.stabilization_window_seconds),
                          period_s=float(up.period_seconds), **_change(up.max_change)),

@@ -49,8 +49,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 __all__ = [
-    "AutoscalerSettings", "AutoscalerState", "CapacityModel", "Decision", "MetricSample", "Observed",
-    "ScaleDownPolicy", "ScaleUpPolicy", "Signal", "choose_scale_down_victim", "decide", "servers_for_queue_time",
+    "AutoscalerSettings", "AutoscalerState", "CapacityModel", "Decision", "Dispatch", "MetricSample", "Observed",
+    "ScaleDownPolicy", "ScaleUpPolicy", "Signal", "choose_scale_down_victim", "decide", "replicas_for_queue_time",
+    "servers_for_queue_time",
 ]
 
 
@@ -65,6 +66,18 @@ class Signal(StrEnum):
     """Requests per second per replica (HPA-style ratio)."""
     GPU_UTILIZATION = "gpuUtilization"
     """Average GPU utilisation of the replicas in percent (HPA-style ratio)."""
+
+
+class Dispatch(StrEnum):
+    """How requests reach the replicas, which decides how much queueing a replica count gives."""
+
+    POOLED = "pooled"
+    """Requests wait in one queue and go to whichever replica has a free slot first (a load-aware gateway
+    sending each request to the replica with the fewest outstanding): the replicas' slots act as one pool."""
+    PER_REPLICA = "perReplica"
+    """Each request picks a replica when it arrives and waits in that replica's queue (a plain Kubernetes
+    Service: random or round-robin per request or connection): each replica queues on its own, so the same
+    load needs more replicas than pooled."""
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -235,6 +248,9 @@ class AutoscalerSettings:
     count is held still, acting on a 10 s rate would add a replica on one burst and remove it on the level
     (flapping). At the rates where one replica matters (tens of requests per second) a 10 s rate is within a
     few percent."""
+    dispatch: Dispatch = Dispatch.POOLED
+    """How requests reach the replicas (queueTime): the queueing model sizes one pool of ``replicas × slots``
+    servers, or that many replicas each serving its share of the arrivals on its own slots."""
     startup_delay_prior_s: float = 30.0
     """Start-up delay assumed until one has been observed."""
     decision_lag_s: float = 5.0
@@ -388,6 +404,44 @@ def servers_for_queue_time(arrival_rate: float, service_time_s: float, target_s:
     return limit
 
 
+def replicas_for_queue_time(arrival_rate: float, service_time_s: float, target_s: float, miss_budget: float,
+                            slots: int, dispatch: Dispatch = Dispatch.POOLED, queue_factor: float = 1.0,
+                            limit: int = 10_000, rate_spread: float = 0.0) -> int:
+    """Fewest replicas of ``slots`` slots each such that at most ``miss_budget`` of requests wait longer
+    than ``target_s`` (see :func:`servers_for_queue_time` for the arguments they share). Pooled: the
+    replicas' slots serve one queue. Per replica: each replica is its own M/M/``slots`` queue fed a
+    ``1/replicas`` share of the arrivals."""
+    if arrival_rate <= 0 or service_time_s <= 0:
+        return 0
+    if dispatch is Dispatch.POOLED:
+        servers = servers_for_queue_time(arrival_rate, service_time_s, target_s, miss_budget, queue_factor,
+                                         limit * slots + 1, rate_spread)
+        return math.ceil(servers / slots)
+    points = ([(arrival_rate + rate_spread * z, w) for z, w in _NORMAL_POINTS] if rate_spread > 0
+              else [(arrival_rate, 1.0)])
+    for replicas in range(1, limit + 1):
+        miss = sum(weight * _miss_share(max(0.0, rate) / replicas * service_time_s, slots,
+                                        target_s / (service_time_s * queue_factor))
+                   for rate, weight in points)
+        if miss <= miss_budget:
+            return replicas
+    return limit
+
+
+def _miss_share(load: float, servers: int, target_in_service_times: float) -> float:
+    """Share of requests an M/M/``servers`` queue offered ``load`` Erlangs keeps waiting longer than the
+    target (given in mean service times): Erlang C · exp(−(n − a)·t)."""
+    if load <= 0:
+        return 0.0
+    if servers <= load:
+        return 1.0
+    erlang_b = 1.0
+    for n in range(1, servers + 1):
+        erlang_b = load * erlang_b / (n + load * erlang_b)
+    erlang_c = servers * erlang_b / (servers - load * (1.0 - erlang_b))
+    return min(1.0, erlang_c * math.exp(-(servers - load) * target_in_service_times))
+
+
 def mean_wait_s(arrival_rate: float, service_time_s: float, servers: float) -> float:
     """Mean queue time of M/M/n (Erlang C); infinite when the servers cannot keep up."""
     if arrival_rate <= 0 or service_time_s <= 0:
@@ -531,13 +585,16 @@ def _learn(model: CapacityModel, state: AutoscalerState, samples: Sequence[Metri
         servers = _servers(ready, slots, settings)
         if service_time and servers and interval.completions > 0 and ready > 0:
             rate = interval.arrivals / (interval.end - interval.start)
-            predicted = mean_wait_s(rate, service_time, servers) * interval.completions
+            if settings.dispatch is Dispatch.PER_REPLICA:  # each replica waits on its own share
+                predicted = mean_wait_s(rate / ready, service_time, servers / ready) * interval.completions
+            else:
+                predicted = mean_wait_s(rate, service_time, servers) * interval.completions
             if math.isfinite(predicted) and predicted > 0.01 and interval.queued_at_end < servers:
                 observed = interval.queue_s
                 weight = min(predicted, settings.calibration_memory)
                 evidence = min(evidence + weight, settings.calibration_memory)
                 step = weight / (evidence + settings.calibration_prior)  # < 1: moves towards, never past
-                ratio = min(2.0, max(0.5, observed / predicted))
+                ratio = min(2.0, max(_QUEUE_FACTOR_FLOOR[settings.dispatch], observed / predicted))
                 factor = math.exp(math.log(factor) + step * (math.log(ratio) - math.log(factor)))
     model = replace(model, service_time_s=service_time, slots_per_replica=slots, startup_delay_s=startup,
                     startup_observations=tuple(observations), queue_factor=factor, queue_evidence=evidence)
@@ -545,6 +602,12 @@ def _learn(model: CapacityModel, state: AutoscalerState, samples: Sequence[Metri
                     last_sample_time=samples[-1].time if samples else seen)
     return model, state
 
+
+_QUEUE_FACTOR_FLOOR = {Dispatch.POOLED: 0.5, Dispatch.PER_REPLICA: 0.15}
+"""Lowest queue factor the calibration learns. Waits scale with (ca² + cs²)/2 against the model's Poisson
+arrivals and exponential service (Allen–Cunneen). Pooled, the arrivals are Poisson (ca² = 1), so no service
+is better than half the model. Per replica, the model assumes random splitting, but round-robin makes each
+replica's arrivals nearly regular (ca² = 1/replicas): waits can be a small fraction of the model's."""
 
 _MAX_SLOTS = 256.0
 """Most concurrent requests per replica the model believes it has learned (bounds garbage metrics)."""
@@ -686,10 +749,8 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
 
         def needed(load_rate: float, spread: float = 0.0) -> int:
             extra = backlog / max(horizon, 10.0)
-            servers = servers_for_queue_time(load_rate + extra, service_s, target_s, settings.miss_budget,
-                                             model.queue_factor, limit=int(settings.max_replicas * slots) + 1,
-                                             rate_spread=spread)
-            return math.ceil(servers / slots)
+            return replicas_for_queue_time(load_rate + extra, service_s, target_s, settings.miss_budget, int(slots),
+                                           settings.dispatch, model.queue_factor, settings.max_replicas + 1, spread)
 
         if service_s <= 0:
             need_up = need_down = current_replicas if completions == 0 and pending > 0 else \

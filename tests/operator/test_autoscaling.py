@@ -25,7 +25,7 @@ from trireme.operator.loadmetrics import MetricsUnavailable, PrometheusSettings,
 from trireme.operator.reconcile import (REPLACES_ANNOTATION, AutoscalerReport, counted_pods, desired_replica_count,
                                         moves_in_flight, pods_to_label_serving, replica_indices, service_status)
 from trireme.operator.settings import OperatorSettings
-from trireme.scheduler.autoscale import Signal
+from trireme.scheduler.autoscale import Dispatch, Signal
 from trireme.scheduler.cycle import Bind, Unschedulable
 
 PODS = kmock.resource("v1/pods")
@@ -297,6 +297,9 @@ def test_autoscaler_settings_follow_the_spec() -> None:
             settings.scale_up.period_s, settings.scale_up.stabilization_window_s) == (3, 0.0, 20.0, 0.0)
     assert (settings.scale_down.max_change_replicas, settings.scale_down.max_change_percent,
             settings.scale_down.stabilization_window_s) == (1, 25.0, 300.0)
+    assert settings.dispatch is Dispatch.POOLED
+    behind_a_service = InferenceService.from_api(body(dispatch="perReplica")).spec.autoscaling
+    assert autoscaler_settings(behind_a_service).dispatch is Dispatch.PER_REPLICA
 
 
 INDICES = [

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 from trireme.scheduler.autoscale import (
-    AutoscalerSettings, AutoscalerState, Decision, MetricSample, ScaleDownPolicy, Signal,
-    choose_scale_down_victim, decide, servers_for_queue_time,
+    AutoscalerSettings, AutoscalerState, Decision, Dispatch, MetricSample, ScaleDownPolicy, Signal,
+    choose_scale_down_victim, decide, replicas_for_queue_time, servers_for_queue_time,
 )
 
 SETTINGS = AutoscalerSettings.for_queue_time(100, max_replicas=32, slots_per_replica=4)
@@ -88,6 +88,41 @@ def test_servers_for_an_uncertain_rate(rate: float, spread: float, target: float
 def test_more_load_never_needs_fewer_servers() -> None:
     counts = [servers_for_queue_time(rate, 0.3, 0.1, 0.01) for rate in range(1, 200, 7)]
     assert counts == sorted(counts)
+
+
+@pytest.mark.parametrize(("rate", "dispatch", "factor", "expected"), [
+    pytest.param(100.0, Dispatch.POOLED, 1.0, 10, id="pooled-is-servers-over-slots"),
+    pytest.param(100.0, Dispatch.PER_REPLICA, 1.0, 28, id="per-replica-queues-need-far-more"),
+    pytest.param(100.0, Dispatch.PER_REPLICA, 0.15, 13, id="per-replica-calibrated-to-short-waits"),
+    pytest.param(10.0, Dispatch.POOLED, 1.0, 2, id="pooled-small-load"),
+    pytest.param(10.0, Dispatch.PER_REPLICA, 1.0, 3, id="per-replica-small-load"),
+    pytest.param(0.0, Dispatch.PER_REPLICA, 1.0, 0, id="no-load-no-replicas"),
+])
+def test_replicas_for_queue_time(rate: float, dispatch: Dispatch, factor: float, expected: int) -> None:
+    assert replicas_for_queue_time(rate, 0.3, 0.1, 0.01, 4, dispatch, factor) == expected
+
+
+def test_pooled_replicas_are_the_servers_in_whole_replicas() -> None:
+    for rate in range(1, 300, 11):
+        assert replicas_for_queue_time(rate, 0.3, 0.1, 0.01, 4) == math.ceil(
+            servers_for_queue_time(rate, 0.3, 0.1, 0.01) / 4)
+
+
+def test_per_replica_dispatch_scales_further_and_learns_shorter_waits() -> None:
+    """The same load behind a plain Service (each replica queues on its own) needs more replicas, and when the
+    replicas' queues turn out far shorter than random splitting predicts (round-robin), the calibration may
+    learn a factor below what pooled dispatch allows."""
+    per_replica = replace(SETTINGS, dispatch=Dispatch.PER_REPLICA)
+    feed = Feed()
+    samples = feed.steady(100.0, 14, steps=12, queue_ms=0.0)
+    assert decide_on(samples, 14, per_replica).observed.needed_replicas > decide_on(samples, 14).observed.needed_replicas
+    state_pooled = state_split = None
+    for _ in range(60):
+        feed.step(100.0, 12, queue_ms=0.2)
+        state_pooled = decide_on(feed.samples, 12, SETTINGS, state_pooled).state
+        state_split = decide_on(feed.samples, 12, per_replica, state_split).state
+    assert state_pooled.capacity.queue_factor >= 0.5 - 1e-9
+    assert state_split.capacity.queue_factor < 0.5
 
 
 # -- decisions on good metrics ---------------------------------------------------------------------------------

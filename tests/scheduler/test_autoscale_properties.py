@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trireme.scheduler.autoscale import AutoscalerSettings, MetricSample, decide, servers_for_queue_time
+from trireme.scheduler.autoscale import (AutoscalerSettings, Dispatch, MetricSample, decide, replicas_for_queue_time,
+                                         servers_for_queue_time)
 
 GAUGE = st.one_of(st.none(), st.sampled_from([math.nan, math.inf, -math.inf, -1.0]), st.floats(0, 1e6))
 
@@ -102,3 +103,12 @@ def test_more_uncertainty_never_needs_fewer_servers(rate: float, spread: float, 
     fewer = servers_for_queue_time(rate, 0.3, target, 0.01, rate_spread=spread)
     assert servers_for_queue_time(rate, 0.3, target, 0.01, rate_spread=spread + more) >= fewer >= \
         servers_for_queue_time(rate, 0.3, target, 0.01)
+
+
+@given(rate=st.floats(0.1, 300.0), spread=st.floats(0.0, 30.0), slots=st.integers(1, 8),
+       target=st.sampled_from([0.05, 0.1, 0.25, 0.5]))
+def test_separate_queues_never_need_fewer_replicas_than_one_pool(rate: float, spread: float, slots: int,
+                                                                  target: float) -> None:
+    """Pooling only helps: replicas queueing on their own never get by with fewer than one shared queue."""
+    pooled = replicas_for_queue_time(rate, 0.3, target, 0.01, slots, Dispatch.POOLED, rate_spread=spread)
+    assert replicas_for_queue_time(rate, 0.3, target, 0.01, slots, Dispatch.PER_REPLICA, rate_spread=spread) >= pooled
