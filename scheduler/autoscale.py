@@ -609,6 +609,9 @@ arrivals and exponential service (Allen–Cunneen). Pooled, the arrivals are Poi
 is better than half the model. Per replica, the model assumes random splitting, but round-robin makes each
 replica's arrivals nearly regular (ca² = 1/replicas): waits can be a small fraction of the model's."""
 
+_QUEUEING = {Dispatch.POOLED: "", Dispatch.PER_REPLICA: ", each replica queueing on its own,"}
+"""How the reason names the dispatch the replicas were sized for."""
+
 _MAX_SLOTS = 256.0
 """Most concurrent requests per replica the model believes it has learned (bounds garbage metrics)."""
 
@@ -779,7 +782,7 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
             newest_rate = f", {surge_rate:.1f} in the last {settings.surge_window_s:.0f}s" if rose or fell else ""
             reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s{newest_rate}, "
                       f"sized for {sizing_rate:.1f} ± {rate_spread:.1f}) × {service_s * 1000:.0f} ms on {slots:.0f} slots per "
-                      f"replica keeps queue time under {settings.target:.0f} ms")
+                      f"replica{_QUEUEING[settings.dispatch]} keeps queue time under {settings.target:.0f} ms")
         observed = replace(observed, signal_value=queue_ms, needed_replicas=need_up)
     else:
         value, per_replica_target, what = _ratio_signal(settings, rate, pending, ready, newest)

@@ -115,7 +115,9 @@ def test_per_replica_dispatch_scales_further_and_learns_shorter_waits() -> None:
     per_replica = replace(SETTINGS, dispatch=Dispatch.PER_REPLICA)
     feed = Feed()
     samples = feed.steady(100.0, 14, steps=12, queue_ms=0.0)
-    assert decide_on(samples, 14, per_replica).observed.needed_replicas > decide_on(samples, 14).observed.needed_replicas
+    split, pooled = decide_on(samples, 14, per_replica), decide_on(samples, 14)
+    assert split.observed.needed_replicas > pooled.observed.needed_replicas
+    assert "each replica queueing on its own" in split.reason and "on its own" not in pooled.reason
     state_pooled = state_split = None
     for _ in range(60):
         feed.step(100.0, 12, queue_ms=0.2)
