@@ -13,8 +13,8 @@ The simulation is a discrete-event loop over arrivals, completions, replica star
 * a replica serves ``SLOTS`` requests at once and costs GPU time from launch to the end of its
   drain (or to the end of the run);
 * dispatch is one pooled FIFO queue with each request sent to the ready replica with the fewest
-  outstanding requests (``pooled``), or per-replica queues filled round-robin (``round-robin``), as a
-  Kubernetes Service spreads requests; Trireme's autoscaler is told which, as
+  outstanding requests (``pooled``), or per-replica queues filled round-robin (``round-robin``) or at
+  random (``random``), as a Kubernetes Service spreads requests; Trireme's autoscaler is told which, as
   ``spec.autoscaling.dispatch`` tells it in the operator (``pooled`` / ``perReplica``);
 * scaling down cancels replicas still starting first, then drains the least loaded ready replica
   (:func:`~trireme.scheduler.autoscale.choose_scale_down_victim`).
@@ -27,6 +27,7 @@ import csv
 import heapq
 import json
 import math
+import random
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -331,7 +332,8 @@ def simulate(load: Load, policy: Policy, startup_s: float, initial: int, slo_s: 
     arrivals, service = load.arrivals.tolist(), load.service.tolist()
     total = len(arrivals)
     waits = np.full(total, np.inf)
-    round_robin = dispatch == "round-robin"
+    per_replica = dispatch in ("round-robin", "random")
+    pick = random.Random(total)  # random dispatch: the same draws for every policy's run of this load
     state: list[int] = []
     launched: list[float] = []
     retired: list[float] = []
@@ -368,7 +370,7 @@ def simulate(load: Load, policy: Policy, startup_s: float, initial: int, slo_s: 
         source = pooled
         while source and outstanding[replica] < SLOTS:
             begin(now, replica, source.popleft())
-        if round_robin:
+        if per_replica:
             while pooled:  # requests that arrived while no replica was ready
                 queues[replica].append(pooled.popleft())
 
@@ -427,7 +429,7 @@ def simulate(load: Load, policy: Policy, startup_s: float, initial: int, slo_s: 
             counters["success"] += 1
             counters["queue_us"] += waits[request] * 1e6
             counters["compute_us"] += service[request] * 1e6
-            if round_robin:
+            if per_replica:
                 if queues[replica]:
                     begin(now, replica, queues[replica].popleft())
             elif pooled and state[replica] == _READY:
@@ -442,9 +444,12 @@ def simulate(load: Load, policy: Policy, startup_s: float, initial: int, slo_s: 
             index += 1
             if not ready_list:
                 pooled.append(request)
-            elif round_robin:
-                replica = ready_list[rr_next % len(ready_list)]
-                rr_next += 1
+            elif per_replica:
+                if dispatch == "random":
+                    replica = ready_list[pick.randrange(len(ready_list))]
+                else:
+                    replica = ready_list[rr_next % len(ready_list)]
+                    rr_next += 1
                 if outstanding[replica] < SLOTS:
                     begin(now, replica, request)
                 else:
@@ -505,7 +510,7 @@ def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: 
     oracle = PlanPolicy("oracle", counts, setting.startup_s)
     static = PlanPolicy("static", np.full_like(counts, counts.max()), setting.startup_s)
     initial = oracle.count_at(0.0)
-    told = Dispatch.PER_REPLICA if dispatch == "round-robin" else Dispatch.POOLED  # as spec.autoscaling.dispatch
+    told = Dispatch.POOLED if dispatch == "pooled" else Dispatch.PER_REPLICA  # as spec.autoscaling.dispatch
     policies: list[Policy] = [TriremePolicy(slo_ms, told), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
                               oracle]
     out = {}
@@ -691,8 +696,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--settings", default="all", help="all, or a comma list of 1x-start10 … 5x-start60 (default all)")
     add("--seeds", default="1-5", help="seeds, e.g. 1-5 or 1,3 (default 1-5)")
     add("--slo-ms", type=float, default=100.0, help="queue-time objective in ms (default 100)")
-    add("--dispatch", choices=("pooled", "round-robin"), default="pooled",
-        help="pooled: one queue, least outstanding first (default); round-robin: per-replica queues")
+    add("--dispatch", choices=("pooled", "round-robin", "random"), default="pooled",
+        help="pooled: one queue, least outstanding first (default); round-robin or random: per-replica queues, "
+             "each request to the next or to a random ready replica (as a Kubernetes Service spreads them)")
     add("--workers", type=int, default=2, help="processes (default 2)")
     add("--json", action="store_true", help="print the seed-averaged figures as JSON")
     add("--plot", help="draw load, replicas and queue time over time to this PNG")

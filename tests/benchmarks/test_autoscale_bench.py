@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from trireme.benchmarks import autoscale as bench
 from trireme.cli import main
+from trireme.scheduler.autoscale import Dispatch
 
 TRACE = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "AzureLLMInferenceTrace_conv.csv"
 
@@ -36,7 +37,7 @@ def test_load_amplifies_and_keeps_the_window(tmp_path: Path) -> None:
     assert np.all(load.service >= 0.02)
 
 
-@pytest.mark.parametrize("dispatch", ["pooled", "round-robin"])
+@pytest.mark.parametrize("dispatch", ["pooled", "round-robin", "random"])
 def test_every_request_is_served_or_missed_and_oracle_beats_static(tmp_path: Path, dispatch: str) -> None:
     trace = bench.load_trace(write_trace(tmp_path / "t.csv"))
     setting = bench.Setting("t", speedup=1.0, copies=4, startup_s=20.0)
@@ -53,6 +54,21 @@ def test_every_request_is_served_or_missed_and_oracle_beats_static(tmp_path: Pat
     if dispatch == "pooled":
         assert outcomes["oracle"].attainment >= 0.98
         assert outcomes["trireme"].attainment >= 0.98
+
+
+def test_behind_a_random_split_the_per_replica_model_keeps_the_objective(tmp_path: Path) -> None:
+    """The benchmark tells Trireme how requests are dispatched (spec.autoscaling.dispatch): sized for
+    replicas that each queue on their own, it meets the objective where a pooled model falls short."""
+    trace = bench.load_trace(write_trace(tmp_path / "t.csv"))
+    setting = bench.Setting("t", speedup=1.0, copies=12, startup_s=20.0)
+    load = bench.amplify(trace, setting, 3)
+    counts = bench.oracle_counts(load, 0.1)
+    start = bench.PlanPolicy("oracle", counts, setting.startup_s).count_at(0.0)
+    told = {dispatch: bench.simulate(load, bench.TriremePolicy(100.0, dispatch), setting.startup_s, start, 0.1,
+                                     "random")
+            for dispatch in (Dispatch.POOLED, Dispatch.PER_REPLICA)}
+    assert told[Dispatch.PER_REPLICA].attainment >= 0.99 > 0.95 > told[Dispatch.POOLED].attainment
+    assert told[Dispatch.PER_REPLICA].gpu_seconds > told[Dispatch.POOLED].gpu_seconds
 
 
 def test_oracle_plan_covers_a_burst() -> None:
