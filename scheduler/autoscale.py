@@ -397,7 +397,7 @@ def servers_for_queue_time(arrival_rate: float, service_time_s: float, target_s:
             if n <= load:
                 miss += weight
                 continue
-            erlang_c = n * erlang_b[i] / (n - load * (1.0 - erlang_b[i]))
+            erlang_c = _erlang_c(n, load, erlang_b[i])
             miss += weight * min(1.0, erlang_c * math.exp(-(n - load) * target_s / (service_time_s * queue_factor)))
         if miss <= miss_budget:
             return n
@@ -435,11 +435,21 @@ def _miss_share(load: float, servers: int, target_in_service_times: float) -> fl
         return 0.0
     if servers <= load:
         return 1.0
+    erlang_c = _erlang_c(servers, load, _erlang_b(servers, load))
+    return min(1.0, erlang_c * math.exp(-(servers - load) * target_in_service_times))
+
+
+def _erlang_b(servers: int, load: float) -> float:
+    """Erlang B: the share of arrivals that would find all ``servers`` busy with no queue."""
     erlang_b = 1.0
     for n in range(1, servers + 1):
         erlang_b = load * erlang_b / (n + load * erlang_b)
-    erlang_c = servers * erlang_b / (servers - load * (1.0 - erlang_b))
-    return min(1.0, erlang_c * math.exp(-(servers - load) * target_in_service_times))
+    return erlang_b
+
+
+def _erlang_c(servers: int, load: float, erlang_b: float) -> float:
+    """Erlang C from Erlang B: the share of arrivals that wait (``load`` < ``servers``)."""
+    return servers * erlang_b / (servers - load * (1.0 - erlang_b))
 
 
 def mean_wait_s(arrival_rate: float, service_time_s: float, servers: float) -> float:
@@ -452,11 +462,7 @@ def mean_wait_s(arrival_rate: float, service_time_s: float, servers: float) -> f
         return math.inf
     if n > load + 10 * math.sqrt(load) + 20:  # waiting is negligible this far above the load
         return 0.0
-    erlang_b = 1.0
-    for k in range(1, n + 1):
-        erlang_b = load * erlang_b / (k + load * erlang_b)
-    erlang_c = n * erlang_b / (n - load * (1.0 - erlang_b))
-    return erlang_c * service_time_s / (n - load)
+    return _erlang_c(n, load, _erlang_b(n, load)) * service_time_s / (n - load)
 
 
 # -- victims -------------------------------------------------------------------------------------------------
