@@ -31,7 +31,7 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -178,8 +178,8 @@ class TriremePolicy(Policy):
     name = "trireme"
 
     def __init__(self, slo_ms: float, dispatch: Dispatch = Dispatch.POOLED) -> None:
-        self.settings = replace(AutoscalerSettings.for_queue_time(slo_ms, max_replicas=MAX_REPLICAS,
-                                                                  slots_per_replica=SLOTS), dispatch=dispatch)
+        self.settings = AutoscalerSettings.for_queue_time(slo_ms, max_replicas=MAX_REPLICAS,
+                                                          slots_per_replica=SLOTS, dispatch=dispatch)
         self.state = AutoscalerState()
         self.reasons: list[str] = []
 
@@ -333,7 +333,7 @@ def simulate(load: Load, policy: Policy, startup_s: float, initial: int, slo_s: 
     total = len(arrivals)
     waits = np.full(total, np.inf)
     per_replica = dispatch in ("round-robin", "random")
-    pick = random.Random(total)  # random dispatch: the same draws for every policy's run of this load
+    pick = random.Random(total)  # random dispatch: one seeded stream per run, so runs repeat exactly
     state: list[int] = []
     launched: list[float] = []
     retired: list[float] = []

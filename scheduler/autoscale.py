@@ -13,8 +13,9 @@ Why this shape:
   decision measures the arrival rate and the mean service time from the counters, treats the
   replicas as one pool of ``replicas × slots`` servers (Triton runs ``slots`` requests at once
   per replica behind a load-aware gateway) and asks the Erlang-C formula for the fewest servers
-  that keep the share of requests waiting longer than the target under a small budget. One
-  decision jumps to the count the load needs.
+  that keep the share of requests waiting longer than the target under a small budget; behind a
+  plain Service (``Dispatch.PER_REPLICA``) each replica is its own queue instead. One decision
+  jumps to the count the load needs.
 * **Learned, not configured.** Service time, concurrency per replica and the replicas' start-up
   delay come from the service's own metrics (:class:`CapacityModel`), as does a correction of
   the queueing formula against the queue time actually observed; the only input a user must
@@ -260,10 +261,12 @@ class AutoscalerSettings:
 
     @classmethod
     def for_queue_time(cls, target_ms: float, *, min_replicas: int = 1, max_replicas: int = 32,
-                       slots_per_replica: int | None = None) -> AutoscalerSettings:
-        """The fixed configuration: queueTime signal, everything else learned or defaulted."""
+                       slots_per_replica: int | None = None, dispatch: Dispatch = Dispatch.POOLED
+                       ) -> AutoscalerSettings:
+        """The fixed configuration: queueTime signal, everything else learned or defaulted (``dispatch`` says
+        how requests reach the replicas, as the spec does)."""
         return cls(min_replicas=min_replicas, max_replicas=max_replicas, signal=Signal.QUEUE_TIME,
-                   target=target_ms, slots_per_replica=slots_per_replica)
+                   target=target_ms, slots_per_replica=slots_per_replica, dispatch=dispatch)
 
 
 # -- state -------------------------------------------------------------------------------------------------
