@@ -261,6 +261,42 @@ class PlanPolicy(Policy):
         return self.count_at(now)
 
 
+class PresentPolicy(PlanPolicy):
+    """A reference that knows the present exactly but not the future: the oracle's need of every window that
+    has begun (the current one included, so up to one window ahead), the highest of the last ``hold_s``,
+    plus ``headroom`` of it (rounded up), launched now, so ready a start-up delay later.
+
+    No policy that sees only metrics knows as much; what this reference pays for its attainment is about
+    what the oracle's foresight is worth in a setting."""
+
+    def __init__(self, counts: np.ndarray, startup_s: float, headroom: float, hold_s: float) -> None:
+        super().__init__(present_name(headroom, hold_s), counts, startup_s)
+        self.headroom = headroom
+        self.hold_s = hold_s
+
+    def count_at(self, now: float) -> int:
+        last = min(len(self.counts) - 1, max(0, int(math.floor(now / ORACLE_WINDOW_S))))
+        first = min(last, max(0, int(math.floor((now - self.hold_s + 1e-9) / ORACLE_WINDOW_S))))
+        return int(math.ceil(float(self.counts[first:last + 1].max()) * (1.0 + self.headroom) - 1e-9))
+
+
+def present_name(headroom: float, hold_s: float) -> str:
+    """The table's name of a present-knowing reference: ``present+15%`` or ``present+5%/30s``."""
+    return f"present+{100 * headroom:g}%" + (f"/{hold_s:g}s" if hold_s else "")
+
+
+def parse_present(text: str) -> tuple[float, float]:
+    """``HEADROOM[/HOLD_S]`` (``0.15`` or ``0.05/30``) as (headroom, hold seconds)."""
+    head, _, hold = text.partition("/")
+    try:
+        headroom, hold_s = float(head), float(hold or 0.0)
+    except ValueError:
+        raise ValueError(f"--present {text!r}: give HEADROOM[/HOLD_S], e.g. 0.15 or 0.05/30") from None
+    if not (0.0 <= headroom <= 2.0 and 0.0 <= hold_s <= 600.0):
+        raise ValueError(f"--present {text!r}: headroom must be 0–2 and hold 0–600 s")
+    return headroom, hold_s
+
+
 def oracle_counts(load: Load, slo_s: float) -> np.ndarray:
     """Per window, the fewest ready replicas such that at most 1 % of the window's arrivals wait longer
     than the objective, on a pooled queue, carrying each window's backlog into the next."""
@@ -502,8 +538,9 @@ POLICIES = ("trireme", "hpa", "keda", "static", "oracle")
 
 
 def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: str = "pooled",
-            timeline: bool = False) -> dict[str, Outcome]:
-    """All policies on one setting and seed, on the same arrivals."""
+            timeline: bool = False, present: Sequence[tuple[float, float]] = ()) -> dict[str, Outcome]:
+    """All policies on one setting and seed, on the same arrivals; ``present``: (headroom, hold seconds) of the
+    present-knowing references to add (:class:`PresentPolicy`)."""
     load = amplify(trace, setting, seed)
     slo_s = slo_ms / 1000.0
     counts = oracle_counts(load, slo_s)
@@ -513,6 +550,7 @@ def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: 
     told = Dispatch.POOLED if dispatch == "pooled" else Dispatch.PER_REPLICA  # as spec.autoscaling.dispatch
     policies: list[Policy] = [TriremePolicy(slo_ms, told), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
                               oracle]
+    policies += [PresentPolicy(counts, setting.startup_s, headroom, hold_s) for headroom, hold_s in present]
     out = {}
     for policy in policies:
         start = int(counts.max()) if policy.name == "static" else initial
@@ -520,9 +558,10 @@ def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: 
     return out
 
 
-def _task(args: tuple[Trace, Setting, int, float, str, bool]) -> tuple[str, int, dict[str, Outcome]]:
-    trace, setting, seed, slo_ms, dispatch, timeline = args
-    return setting.name, seed, run_one(trace, setting, seed, slo_ms, dispatch, timeline)
+def _task(args: tuple[Trace, Setting, int, float, str, bool, tuple[tuple[float, float], ...]]
+          ) -> tuple[str, int, dict[str, Outcome]]:
+    trace, setting, seed, slo_ms, dispatch, timeline, present = args
+    return setting.name, seed, run_one(trace, setting, seed, slo_ms, dispatch, timeline, present)
 
 
 def parse_settings(text: str) -> list[Setting]:
@@ -548,10 +587,12 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_benchmark(trace_path: str | Path, settings: Sequence[Setting], seeds: Sequence[int], slo_ms: float,
                   dispatch: str = "pooled", workers: int = 2, timeline: bool = False,
-                  progress: Callable[[str], None] | None = None) -> dict[str, dict[int, dict[str, Outcome]]]:
+                  progress: Callable[[str], None] | None = None, present: Sequence[tuple[float, float]] = ()
+                  ) -> dict[str, dict[int, dict[str, Outcome]]]:
     """Every setting × seed, all policies; ``{setting: {seed: {policy: Outcome}}}``."""
     trace = load_trace(trace_path)
-    tasks = [(trace, s, seed, slo_ms, dispatch, timeline and seed == seeds[0]) for s in settings for seed in seeds]
+    tasks = [(trace, s, seed, slo_ms, dispatch, timeline and seed == seeds[0], tuple(present))
+             for s in settings for seed in seeds]
     results: dict[str, dict[int, dict[str, Outcome]]] = {s.name: {} for s in settings}
     if workers > 1 and len(tasks) > 1:
         import multiprocessing
@@ -572,9 +613,11 @@ def run_benchmark(trace_path: str | Path, settings: Sequence[Setting], seeds: Se
 
 def summarise(results: dict[str, dict[int, dict[str, Outcome]]], slo_ms: float) -> dict:
     """Seed-averaged figures per policy and setting (the ``--json`` document)."""
-    policies: dict[str, dict[str, dict[str, float]]] = {p: {} for p in POLICIES}
+    names = list(POLICIES) + [p for by_seed in results.values() for outcomes in by_seed.values() for p in outcomes
+                              if p not in POLICIES]
+    policies: dict[str, dict[str, dict[str, float]]] = {p: {} for p in dict.fromkeys(names)}
     for name, by_seed in results.items():
-        for policy in POLICIES:
+        for policy in policies:
             rows = [by_seed[seed][policy] for seed in sorted(by_seed)]
             oracle = [by_seed[seed]["oracle"].gpu_seconds for seed in sorted(by_seed)]
             policies[policy][name] = {
@@ -582,6 +625,7 @@ def summarise(results: dict[str, dict[int, dict[str, Outcome]]], slo_ms: float) 
                 "p99_queue_ms": float(np.mean([r.p99_queue_ms for r in rows])),
                 "gpu_seconds": float(np.mean([r.gpu_seconds for r in rows])),
                 "oracle_ratio": float(np.mean([r.gpu_seconds / o for r, o in zip(rows, oracle)])),
+                "lowest_attainment": float(min(r.attainment for r in rows)),
                 "scale_events": float(np.mean([r.scale_events for r in rows])),
             }
     return {"slo_ms": slo_ms, "settings": list(results), "policies": policies}
@@ -610,14 +654,16 @@ def goals(summary: dict) -> list[tuple[str, bool]]:
 
 
 def table(summary: dict) -> str:
+    width = max(8, *(len(p) for p in summary["policies"]))
     lines = [f"queue-time objective {summary['slo_ms']:g} ms; {summary.get('dispatch', 'pooled')} dispatch; "
              f"means over seeds",
-             f"{'setting':<12} {'policy':<8} {'attainment':>10} {'p99 queue ms':>12} {'GPU-s':>9} "
+             f"{'setting':<12} {'policy':<{width}} {'attainment':>10} {'lowest':>7} {'p99 queue ms':>12} {'GPU-s':>9} "
              f"{'× oracle':>8} {'scale events':>12}"]
     for name in summary["settings"]:
-        for policy in POLICIES:
-            row = summary["policies"][policy][name]
-            lines.append(f"{name:<12} {policy:<8} {100 * row['slo_attainment']:>9.2f}% {row['p99_queue_ms']:>12.1f} "
+        for policy, rows in summary["policies"].items():
+            row = rows[name]
+            lines.append(f"{name:<12} {policy:<{width}} {100 * row['slo_attainment']:>9.2f}% "
+                         f"{100 * row['lowest_attainment']:>6.2f}% {row['p99_queue_ms']:>12.1f} "
                          f"{row['gpu_seconds']:>9.0f} {row['oracle_ratio']:>8.3f} {row['scale_events']:>12.1f}")
         lines.append("")
     tri = summary["policies"]["trireme"]
@@ -668,6 +714,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = parse_settings(args.settings)
         seeds = parse_seeds(args.seeds)
+        present = [parse_present(text) for text in args.present or ()]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -675,7 +722,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         results = run_benchmark(args.trace, settings, seeds, args.slo_ms, args.dispatch,
                                 workers=args.workers, timeline=bool(args.plot),
-                                progress=lambda line: print(line, file=sys.stderr, flush=True))
+                                progress=lambda line: print(line, file=sys.stderr, flush=True), present=present)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -699,6 +746,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dispatch", choices=("pooled", "round-robin", "random"), default="pooled",
         help="pooled: one queue, least outstanding first (default); round-robin or random: per-replica queues, "
              "each request to the next or to a random ready replica (as a Kubernetes Service spreads them)")
+    add("--present", action="append", metavar="HEADROOM[/HOLD_S]",
+        help="add a reference that knows the present need exactly but not the future (the oracle's need of the "
+             "windows begun so far, the highest of the last HOLD_S, plus HEADROOM, launched now), e.g. 0.15 or "
+             "0.05/30; repeat for several; the goals ignore it")
     add("--workers", type=int, default=2, help="processes (default 2)")
     add("--json", action="store_true", help="print the seed-averaged figures as JSON")
     add("--plot", help="draw load, replicas and queue time over time to this PNG")

@@ -81,6 +81,65 @@ def test_oracle_plan_covers_a_burst() -> None:
     assert plan.count_at(0.0) == counts[:2].max()  # launched a start-up delay early
 
 
+PRESENT_COUNTS = np.array([3, 5, 2, 8, 4, 4])
+"""The oracle's need per 10 s window in the present-knowing cases below."""
+
+
+@pytest.mark.parametrize(("now", "headroom", "hold_s", "expected"), [
+    (0.0, 0.0, 0.0, 3),      # the first window's need, not the next one's (no foresight)
+    (9.9, 0.0, 0.0, 3),
+    (10.0, 0.0, 0.0, 5),     # a window's need is known as soon as it begins
+    (25.0, 0.0, 0.0, 2),
+    (25.0, 0.0, 10.0, 5),    # the highest of the last 10 s: windows 1 and 2
+    (25.0, 0.0, 30.0, 5),    # the hold cannot reach before the first window
+    (45.0, 0.25, 0.0, 5),    # 4 × 1.25 = 5 exactly: no rounding up past it
+    (45.0, 0.2, 0.0, 5),     # 4 × 1.2 = 4.8, rounded up
+    (35.0, 0.1, 0.0, 9),     # 8 × 1.1 = 8.8
+    (500.0, 0.0, 0.0, 4),    # past the plan: the last window's need
+], ids=["first-window", "end-of-first", "next-window-begins", "third", "hold-10s", "hold-before-start",
+        "exact-headroom", "headroom-rounds-up", "headroom-on-peak", "past-the-plan"])
+def test_present_knowing_reference_counts(now: float, headroom: float, hold_s: float, expected: int) -> None:
+    policy = bench.PresentPolicy(PRESENT_COUNTS, startup_s=60.0, headroom=headroom, hold_s=hold_s)
+    assert policy.count_at(now) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0.15", (0.15, 0.0)), ("0.05/30", (0.05, 30.0)), ("0", (0.0, 0.0)),
+    ("x", None), ("0.1/y", None), ("-0.1", None), ("0.1/900", None), ("3", None),
+], ids=["headroom", "headroom-and-hold", "zero", "not-a-number", "bad-hold", "negative", "hold-too-long",
+        "headroom-too-large"])
+def test_parse_present(text: str, expected: tuple[float, float] | None) -> None:
+    if expected is None:
+        with pytest.raises(ValueError, match="--present"):
+            bench.parse_present(text)
+    else:
+        assert bench.parse_present(text) == expected
+
+
+def test_present_knowing_references_run_beside_the_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    """``--present`` adds references to the table and the JSON without touching the others or the goals; more
+    headroom never costs less."""
+    trace = write_trace(tmp_path / "t.csv", seconds=400)
+    args = ["bench", "autoscale", "--trace", str(trace), "--settings", "1x-start30", "--seeds", "1", "--workers",
+            "1"]
+    assert main(args + ["--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(args + ["--json", "--present", "0.1", "--present", "0.5/20"]) == 0
+    with_references = json.loads(capsys.readouterr().out)
+    policies = with_references["policies"]
+    assert list(policies) == [*bench.POLICIES, "present+10%", "present+50%/20s"]
+    for policy in bench.POLICIES:
+        assert policies[policy] == plain["policies"][policy]
+    assert (policies["present+50%/20s"]["1x-start30"]["gpu_seconds"]
+            > policies["present+10%"]["1x-start30"]["gpu_seconds"])
+    assert bench.goals(with_references) == bench.goals(plain)
+    assert main(args + ["--present", "0.1/20"]) == 0
+    assert "present+10%/20s" in capsys.readouterr().out
+    assert main(args + ["--present", "lots"]) == 2
+    assert "HEADROOM[/HOLD_S]" in capsys.readouterr().err
+
+
 def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = write_trace(tmp_path / "t.csv", seconds=400)
     plot = tmp_path / "plot.png"
@@ -92,7 +151,9 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["slo_ms"] == 100.0 and summary["settings"] == ["5x-start10"]
     for policy in bench.POLICIES:
         row = summary["policies"][policy]["5x-start10"]
-        assert set(row) == {"slo_attainment", "p99_queue_ms", "gpu_seconds", "oracle_ratio", "scale_events"}
+        assert set(row) == {"slo_attainment", "lowest_attainment", "p99_queue_ms", "gpu_seconds", "oracle_ratio",
+                            "scale_events"}
+        assert row["lowest_attainment"] == pytest.approx(row["slo_attainment"])  # one seed
     assert summary["policies"]["oracle"]["5x-start10"]["oracle_ratio"] == pytest.approx(1.0)
     assert plot.stat().st_size > 0 and "[1/1]" in out.err
 
