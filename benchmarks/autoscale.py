@@ -15,7 +15,8 @@ The simulation is a discrete-event loop over arrivals, completions, replica star
 * dispatch is one pooled FIFO queue with each request sent to the ready replica with the fewest
   outstanding requests (``pooled``), or per-replica queues filled round-robin (``round-robin``) or at
   random (``random``), as a Kubernetes Service spreads requests; Trireme's autoscaler is told which, as
-  ``spec.autoscaling.dispatch`` tells it in the operator (``pooled`` / ``perReplica``);
+  ``spec.autoscaling.dispatch`` tells it in the operator (``pooled`` / ``perReplica``), or with ``--tell auto``
+  finds out from the replicas' in-flight gauges, which every scrape carries;
 * scaling down cancels replicas still starting first, then drains the least loaded ready replica
   (:func:`~trireme.scheduler.autoscale.choose_scale_down_victim`).
 """
@@ -504,7 +505,9 @@ def simulate(load: Load, policy: Policy, startup_s: float, initial: int, slo_s: 
             n_ready = len(ready_list)
             n_starting = sum(1 for s in state if s == _STARTING)
             samples.append(MetricSample(now, float(in_flight), float(counters["success"]), counters["queue_us"],
-                                        counters["compute_us"], float(n_ready), float(n_starting)))
+                                        counters["compute_us"], float(n_ready), float(n_starting),
+                                        replica_pending=tuple(float(outstanding[r] + len(queues[r]))
+                                                              for r in ready_list)))
             if timeline:
                 done = counters["success"] - last_success
                 mean_queue = (counters["queue_us"] - last_queue_us) / 1000.0 / done if done else 0.0
@@ -538,17 +541,21 @@ POLICIES = ("trireme", "hpa", "keda", "static", "oracle")
 
 
 def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: str = "pooled",
-            timeline: bool = False, present: Sequence[tuple[float, float]] = ()) -> dict[str, Outcome]:
+            timeline: bool = False, present: Sequence[tuple[float, float]] = (), told: str = "match"
+            ) -> dict[str, Outcome]:
     """All policies on one setting and seed, on the same arrivals; ``present``: (headroom, hold seconds) of the
-    present-knowing references to add (:class:`PresentPolicy`)."""
+    present-knowing references to add (:class:`PresentPolicy`); ``told``: what Trireme is told of the dispatch,
+    ``match`` (the dispatch used) or ``auto`` (find out from the replicas' gauges)."""
     load = amplify(trace, setting, seed)
     slo_s = slo_ms / 1000.0
     counts = oracle_counts(load, slo_s)
     oracle = PlanPolicy("oracle", counts, setting.startup_s)
     static = PlanPolicy("static", np.full_like(counts, counts.max()), setting.startup_s)
     initial = oracle.count_at(0.0)
-    told = Dispatch.POOLED if dispatch == "pooled" else Dispatch.PER_REPLICA  # as spec.autoscaling.dispatch
-    policies: list[Policy] = [TriremePolicy(slo_ms, told), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
+    # as spec.autoscaling.dispatch says
+    told_dispatch = (Dispatch.AUTO if told == "auto" else Dispatch.POOLED if dispatch == "pooled"
+                     else Dispatch.PER_REPLICA)
+    policies: list[Policy] = [TriremePolicy(slo_ms, told_dispatch), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
                               oracle]
     policies += [PresentPolicy(counts, setting.startup_s, headroom, hold_s) for headroom, hold_s in present]
     out = {}
@@ -558,10 +565,10 @@ def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: 
     return out
 
 
-def _task(args: tuple[Trace, Setting, int, float, str, bool, tuple[tuple[float, float], ...]]
+def _task(args: tuple[Trace, Setting, int, float, str, bool, tuple[tuple[float, float], ...], str]
           ) -> tuple[str, int, dict[str, Outcome]]:
-    trace, setting, seed, slo_ms, dispatch, timeline, present = args
-    return setting.name, seed, run_one(trace, setting, seed, slo_ms, dispatch, timeline, present)
+    trace, setting, seed, slo_ms, dispatch, timeline, present, told = args
+    return setting.name, seed, run_one(trace, setting, seed, slo_ms, dispatch, timeline, present, told)
 
 
 def parse_settings(text: str) -> list[Setting]:
@@ -587,11 +594,11 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_benchmark(trace_path: str | Path, settings: Sequence[Setting], seeds: Sequence[int], slo_ms: float,
                   dispatch: str = "pooled", workers: int = 2, timeline: bool = False,
-                  progress: Callable[[str], None] | None = None, present: Sequence[tuple[float, float]] = ()
-                  ) -> dict[str, dict[int, dict[str, Outcome]]]:
+                  progress: Callable[[str], None] | None = None, present: Sequence[tuple[float, float]] = (),
+                  told: str = "match") -> dict[str, dict[int, dict[str, Outcome]]]:
     """Every setting × seed, all policies; ``{setting: {seed: {policy: Outcome}}}``."""
     trace = load_trace(trace_path)
-    tasks = [(trace, s, seed, slo_ms, dispatch, timeline and seed == seeds[0], tuple(present))
+    tasks = [(trace, s, seed, slo_ms, dispatch, timeline and seed == seeds[0], tuple(present), told)
              for s in settings for seed in seeds]
     results: dict[str, dict[int, dict[str, Outcome]]] = {s.name: {} for s in settings}
     if workers > 1 and len(tasks) > 1:
@@ -655,7 +662,8 @@ def goals(summary: dict) -> list[tuple[str, bool]]:
 
 def table(summary: dict) -> str:
     width = max(8, *(len(p) for p in summary["policies"]))
-    lines = [f"queue-time objective {summary['slo_ms']:g} ms; {summary.get('dispatch', 'pooled')} dispatch; "
+    told = "; trireme finds the dispatch out (auto)" if summary.get("told") == "auto" else ""
+    lines = [f"queue-time objective {summary['slo_ms']:g} ms; {summary.get('dispatch', 'pooled')} dispatch{told}; "
              f"means over seeds",
              f"{'setting':<12} {'policy':<{width}} {'attainment':>10} {'lowest':>7} {'p99 queue ms':>12} {'GPU-s':>9} "
              f"{'× oracle':>8} {'scale events':>12}"]
@@ -722,12 +730,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         results = run_benchmark(args.trace, settings, seeds, args.slo_ms, args.dispatch,
                                 workers=args.workers, timeline=bool(args.plot),
-                                progress=lambda line: print(line, file=sys.stderr, flush=True), present=present)
+                                progress=lambda line: print(line, file=sys.stderr, flush=True), present=present,
+                                told=args.tell)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = summarise(results, args.slo_ms)
     summary["dispatch"] = args.dispatch
+    summary["told"] = args.tell
     print(json.dumps(summary, indent=2) if args.json else table(summary))
     if args.plot:
         plot(results, args.plot)
@@ -746,6 +756,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dispatch", choices=("pooled", "round-robin", "random"), default="pooled",
         help="pooled: one queue, least outstanding first (default); round-robin or random: per-replica queues, "
              "each request to the next or to a random ready replica (as a Kubernetes Service spreads them)")
+    add("--tell", choices=("match", "auto"), default="match",
+        help="what Trireme's autoscaler is told of the dispatch: match (default) names the one used, as a user "
+             "sets spec.autoscaling.dispatch; auto lets it find out from the replicas' gauges")
     add("--present", action="append", metavar="HEADROOM[/HOLD_S]",
         help="add a reference that knows the present need exactly but not the future (the oracle's need of the "
              "windows begun so far, the highest of the last HOLD_S, plus HEADROOM, launched now), e.g. 0.15 or "

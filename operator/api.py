@@ -300,6 +300,7 @@ class Dispatch(StrEnum):
 
     POOLED = "pooled"
     PER_REPLICA = "perReplica"
+    AUTO = "auto"
 
 
 DEFAULT_TARGETS: dict[Signal, float] = {Signal.QUEUE_TIME: 20.0, Signal.PENDING_REQUESTS: 4.0,
@@ -612,12 +613,13 @@ class Autoscaling(ApiModel):
     target: Number | None = Field(None, gt=0, le=1_000_000)
     """Value of the signal to hold, in the signal's unit. Defaults: queueTime 20 (ms), pendingRequests 4,
     gpuUtilization 70 (%); requestRate has no default and needs a target."""
-    dispatch: Dispatch = Dispatch.POOLED
+    dispatch: Dispatch = Dispatch.AUTO
     """How clients' requests reach the replicas, which decides how many replicas a queueTime target needs.
     pooled: through a load-aware gateway that sends each request to the replica with the fewest
     outstanding (requests queue as one pool). perReplica: through the plain Kubernetes Service, which
     picks a replica per request or connection (each replica queues on its own; more replicas for the
-    same load)."""
+    same load). auto (the default): pooled until requests are seen waiting at one replica while another
+    has a free slot, which a load-aware gateway never lets happen, then perReplica (with an Event)."""
     latency_slo_milliseconds: Int | None = Field(None, ge=1, le=3_600_000, alias="latencySLOMilliseconds")
     """Latency objective: average time per request (queue and compute) the service should stay under.
     When it is exceeded the autoscaler adds replicas whatever the signal says."""

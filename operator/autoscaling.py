@@ -70,6 +70,12 @@ HISTORY_S = 150.0
 """Samples older than this are dropped: ``decide`` looks back over its trend window (60 s) plus its
 staleness limit (30 s); the rest is slack for a slower interval."""
 MERGE = "application/merge-patch+json"
+PER_REPLICA_SEEN = (
+    "requests waited at one replica while another had a free slot in {scrapes} scrapes within {window:.0f}s: "
+    "clients reach the replicas through a per-request split such as a plain Service, not a load-aware gateway. "
+    "Replicas are sized as queueing each on its own from now on (spec.autoscaling.dispatch: auto); set it to "
+    "pooled or perReplica to choose")
+"""The Event message when ``dispatch: auto`` sees the replicas queueing on their own."""
 
 
 def autoscaler_settings(spec: Autoscaling) -> AutoscalerSettings:
@@ -198,8 +204,12 @@ class Autoscaler:
         current = len(serving)
         problem = self._read(tis, memory, pods, now, len(ready), current - len(ready))
         if problem is None:
+            seen_before = memory.state is not None and memory.state.seen_per_replica
             decision = decide(list(memory.samples), now, current, settings, memory.state)
             memory.state = decision.state
+            if decision.state.seen_per_replica and not seen_before:
+                self.record_event(obj, "Normal", "PerReplicaQueueing", PER_REPLICA_SEEN.format(
+                    scrapes=settings.stranded_scrapes, window=settings.stranded_window_s))
             if not decision.metrics_available:
                 problem = decision.reason
         else:
@@ -260,10 +270,13 @@ class Autoscaler:
         memory.seen = {replica.pod for replica in load.replicas}
         utilisation = [r.gpu_utilization for r in load.replicas if r.gpu_utilization is not None]
         memory.samples.append(MetricSample(
-            time=load.at, pending_requests=load.pending, request_success=totals.get("success", 0.0),
+            time=load.at, pending_requests=load.in_flight, request_success=totals.get("success", 0.0),
             queue_duration_us=totals.get("queue_us", 0.0), compute_duration_us=totals.get("compute_us", 0.0),
             ready_replicas=float(ready), starting_replicas=float(starting),
-            gpu_utilization=100.0 * sum(utilisation) / len(utilisation) if utilisation else None))
+            gpu_utilization=100.0 * sum(utilisation) / len(utilisation) if utilisation else None,
+            # one pod per replica: with pipeline stages, a stage's queue says little about where requests go
+            replica_pending=(tuple(r.in_flight for r in load.replicas)
+                             if tis.spec.parallelism.pipeline_parallel == 1 else None)))
         while memory.samples and memory.samples[0].time < now - HISTORY_S:
             memory.samples.popleft()
         return None
@@ -343,7 +356,7 @@ class Autoscaler:
                now: float) -> None:
         """Take ``count`` replicas out of the Service: ones not serving yet first (the newest), then the
         least loaded."""
-        load = {r.pod: r.pending + r.rates["compute_us"] / 1e6 for r in (memory.load.replicas if memory.load else ())}
+        load = {r.pod: r.in_flight for r in (memory.load.replicas if memory.load else ())}
         candidates = dict(serving)
         chosen = []
         for _ in range(count):

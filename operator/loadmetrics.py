@@ -31,7 +31,8 @@ COUNTERS = {
 }
 """Triton's cumulative counters, by the name the rest of Trireme uses for them."""
 PENDING = "nv_inference_pending_request_count"
-"""Requests received and not yet finished (a gauge)."""
+"""Requests waiting for a model instance (a gauge). Triton counts a request from when it is enqueued until a
+backend is about to execute it: those running are not in it."""
 GPU_UTILIZATION = "nv_gpu_utilization"
 """Share of time the GPU was busy, 0–1 (a gauge; absent when Triton runs without a GPU)."""
 
@@ -80,7 +81,7 @@ class ReplicaLoad:
     rates: Mapping[str, float]
     """Per-second rates of ``COUNTERS`` over ``rate_window_s``."""
     pending: float
-    """Requests received and not yet finished."""
+    """Requests waiting for a model instance (Triton's pending count: not those running)."""
     sample_age_s: float
     """Age of the pod's newest sample."""
     gpu_utilization: float | None = None
@@ -89,6 +90,12 @@ class ReplicaLoad:
     @property
     def requests_per_s(self) -> float:
         return self.rates["success"] + self.rates["failure"]
+
+    @property
+    def in_flight(self) -> float:
+        """Requests waiting or running: the pending count plus the requests in compute, which Triton has no
+        gauge for and are taken as their mean over the rate window (compute seconds per second)."""
+        return self.pending + self.rates["compute_us"] / 1e6
 
     @property
     def queue_ms_per_request(self) -> float:
@@ -119,6 +126,10 @@ class ServiceLoad:
     @property
     def pending(self) -> float:
         return sum(r.pending for r in self.replicas)
+
+    @property
+    def in_flight(self) -> float:
+        return sum(r.in_flight for r in self.replicas)
 
     @property
     def requests_per_s(self) -> float:

@@ -51,8 +51,8 @@ from enum import StrEnum
 
 __all__ = [
     "AutoscalerSettings", "AutoscalerState", "CapacityModel", "Decision", "Dispatch", "MetricSample", "Observed",
-    "ScaleDownPolicy", "ScaleUpPolicy", "Signal", "choose_scale_down_victim", "decide", "replicas_for_queue_time",
-    "servers_for_queue_time",
+    "ScaleDownPolicy", "ScaleUpPolicy", "Signal", "choose_scale_down_victim", "decide", "effective_dispatch",
+    "replicas_for_queue_time", "servers_for_queue_time", "stranded_requests",
 ]
 
 
@@ -79,6 +79,10 @@ class Dispatch(StrEnum):
     """Each request picks a replica when it arrives and waits in that replica's queue (a plain Kubernetes
     Service: random or round-robin per request or connection): each replica queues on its own, so the same
     load needs more replicas than pooled."""
+    AUTO = "auto"
+    """Pooled until the replicas' own gauges show otherwise: once requests have waited at one replica while
+    another had a free slot (which a load-aware gateway never lets happen) in ``stranded_scrapes`` scrapes
+    within ``stranded_window_s``, per replica from then on (:func:`stranded_requests`)."""
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -112,6 +116,9 @@ class MetricSample:
     """Average GPU utilisation of the ready replicas in percent (gauge); optional."""
     several_series: tuple[str, ...] = ()
     """Metrics whose query returned several series."""
+    replica_pending: tuple[float, ...] | None = None
+    """Requests waiting or running on each ready replica (gauges), optional: with ``Dispatch.AUTO`` they show
+    whether requests wait at one replica while another has a free slot."""
 
     REQUIRED = ("pending_requests", "request_success", "queue_duration_us", "compute_duration_us",
                 "ready_replicas", "starting_replicas")
@@ -251,7 +258,14 @@ class AutoscalerSettings:
     few percent."""
     dispatch: Dispatch = Dispatch.POOLED
     """How requests reach the replicas (queueTime): the queueing model sizes one pool of ``replicas × slots``
-    servers, or that many replicas each serving its share of the arrivals on its own slots."""
+    servers, or that many replicas each serving its share of the arrivals on its own slots; ``auto``: pooled
+    until the replicas' gauges show requests waiting beside free slots."""
+    stranded_scrapes: int = 3
+    """``Dispatch.AUTO``: scrapes, within ``stranded_window_s``, in which requests waited at one replica while
+    another had a free slot, after which the replicas are sized as queueing on their own. More than one, so
+    that a scrape which caught the replicas' gauges a moment apart cannot do it alone."""
+    stranded_window_s: float = 60.0
+    """``Dispatch.AUTO``: the window those scrapes must fall in."""
     startup_delay_prior_s: float = 30.0
     """Start-up delay assumed until one has been observed."""
     decision_lag_s: float = 5.0
@@ -320,6 +334,10 @@ class AutoscalerState:
     """When ``window_growth`` was last updated (it decays from there)."""
     undone_scale_down: float | None = None
     """Time of the last scale-down already counted as undone (each counts once)."""
+    stranded_at: tuple[float, ...] = ()
+    """``Dispatch.AUTO``: times of recent scrapes in which requests waited beside a free slot."""
+    seen_per_replica: bool = False
+    """``Dispatch.AUTO``: the replicas were seen queueing on their own; sized per replica from then on."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +368,9 @@ class Observed:
     after a rise)."""
     rate_spread: float = math.nan
     """queueTime: standard deviation of that rate the miss share was averaged over (req/s)."""
+    dispatch: str = ""
+    """queueTime: the dispatch the replicas were sized for, ``pooled`` or ``perReplica`` (with ``auto``, what
+    the gauges have shown so far)."""
 
 
 @dataclass(frozen=True)
@@ -471,6 +492,45 @@ def mean_wait_s(arrival_rate: float, service_time_s: float, servers: float) -> f
 # -- victims -------------------------------------------------------------------------------------------------
 
 
+def stranded_requests(replica_pending: Sequence[float], slots: float) -> float:
+    """Requests waiting at some replicas that free slots at others could be running now: the lesser of the
+    requests beyond ``slots`` and the free slots, summed over the replicas. A load-aware gateway (pooled
+    dispatch) keeps it at 0; replicas that each queue on their own (a plain Service) do not."""
+    waiting = sum(max(0.0, p - slots) for p in replica_pending)
+    free = sum(max(0.0, slots - p) for p in replica_pending)
+    return min(waiting, free)
+
+
+def effective_dispatch(settings: AutoscalerSettings, state: AutoscalerState) -> Dispatch:
+    """The dispatch the queueing model sizes for: the setting's, or with ``auto`` what has been seen."""
+    if settings.dispatch is Dispatch.AUTO:
+        return Dispatch.PER_REPLICA if state.seen_per_replica else Dispatch.POOLED
+    return settings.dispatch
+
+
+def _watch_dispatch(state: AutoscalerState, samples: Sequence[MetricSample], settings: AutoscalerSettings
+                    ) -> AutoscalerState:
+    """``Dispatch.AUTO``: note the fresh scrapes whose replicas left requests waiting beside a free slot, and
+    switch to per-replica sizing once enough fall within the window. The queueing model's calibration starts
+    over then: what it learned was the pooled model's error."""
+    if settings.dispatch is not Dispatch.AUTO or state.seen_per_replica:
+        return state
+    slots = settings.slots_per_replica or state.capacity.slots_per_replica
+    if not slots:
+        return state
+    seen = state.last_sample_time
+    stranded = state.stranded_at + tuple(s.time for s in samples
+                                         if (seen is None or s.time > seen) and s.replica_pending
+                                         and all(_finite(p) and p >= 0 for p in s.replica_pending)
+                                         and stranded_requests(s.replica_pending, round(slots)) >= 1.0)
+    newest = samples[-1].time if samples else 0.0
+    stranded = tuple(t for t in stranded if t > newest - settings.stranded_window_s - 1e-6)
+    if len(stranded) < settings.stranded_scrapes:
+        return replace(state, stranded_at=stranded)
+    capacity = replace(state.capacity, queue_factor=1.0, queue_evidence=0.0)
+    return replace(state, stranded_at=(), seen_per_replica=True, capacity=capacity)
+
+
 def choose_scale_down_victim(loads: Mapping[str, float] | Iterable[tuple[str, float]]) -> str:
     """The replica to drain when scaling down: the least loaded (outstanding requests), ties by name.
 
@@ -548,8 +608,10 @@ def _intervals(samples: Sequence[MetricSample]) -> list[_Interval]:
 
 
 def _learn(model: CapacityModel, state: AutoscalerState, samples: Sequence[MetricSample],
-           intervals: Sequence[_Interval], settings: AutoscalerSettings) -> tuple[CapacityModel, AutoscalerState]:
-    """Fold samples newer than the state into the capacity model and the start-up tracker."""
+           intervals: Sequence[_Interval], settings: AutoscalerSettings, dispatch: Dispatch
+           ) -> tuple[CapacityModel, AutoscalerState]:
+    """Fold samples newer than the state into the capacity model and the start-up tracker; ``dispatch`` is
+    the one the queueing model is calibrated for."""
     seen = state.last_sample_time
     fresh = [s for s in samples if seen is None or s.time > seen]
     launches = list(state.launches)
@@ -594,7 +656,7 @@ def _learn(model: CapacityModel, state: AutoscalerState, samples: Sequence[Metri
         servers = _servers(ready, slots, settings)
         if service_time and servers and interval.completions > 0 and ready > 0:
             rate = interval.arrivals / (interval.end - interval.start)
-            if settings.dispatch is Dispatch.PER_REPLICA:  # each replica waits on its own share
+            if dispatch is Dispatch.PER_REPLICA:  # each replica waits on its own share
                 predicted = mean_wait_s(rate / ready, service_time, servers / ready) * interval.completions
             else:
                 predicted = mean_wait_s(rate, service_time, servers) * interval.completions
@@ -603,7 +665,7 @@ def _learn(model: CapacityModel, state: AutoscalerState, samples: Sequence[Metri
                 weight = min(predicted, settings.calibration_memory)
                 evidence = min(evidence + weight, settings.calibration_memory)
                 step = weight / (evidence + settings.calibration_prior)  # < 1: moves towards, never past
-                ratio = min(2.0, max(_QUEUE_FACTOR_FLOOR[settings.dispatch], observed / predicted))
+                ratio = min(2.0, max(_QUEUE_FACTOR_FLOOR[dispatch], observed / predicted))
                 factor = math.exp(math.log(factor) + step * (math.log(ratio) - math.log(factor)))
     model = replace(model, service_time_s=service_time, slots_per_replica=slots, startup_delay_s=startup,
                     startup_observations=tuple(observations), queue_factor=factor, queue_evidence=evidence)
@@ -618,8 +680,13 @@ arrivals and exponential service (Allen–Cunneen). Pooled, the arrivals are Poi
 is better than half the model. Per replica, the model assumes random splitting, but round-robin makes each
 replica's arrivals nearly regular (ca² = 1/replicas): waits can be a small fraction of the model's."""
 
-_QUEUEING = {Dispatch.POOLED: "", Dispatch.PER_REPLICA: ", each replica queueing on its own,"}
-"""How the reason names the dispatch the replicas were sized for."""
+def _queueing(dispatch: Dispatch, settings: AutoscalerSettings) -> str:
+    """How the reason names the dispatch the replicas were sized for."""
+    if dispatch is Dispatch.POOLED:
+        return ""
+    seen = (" (requests were seen waiting at one replica while another had a free slot)"
+            if settings.dispatch is Dispatch.AUTO else "")
+    return f", each replica queueing on its own{seen},"
 
 _MAX_SLOTS = 256.0
 """Most concurrent requests per replica the model believes it has learned (bounds garbage metrics)."""
@@ -714,7 +781,9 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
     intervals = _intervals(samples)
     if not intervals:
         return _hold(state, current_replicas, settings, now, "counters reset in every interval")
-    model, state = _learn(state.capacity, state, samples, intervals, settings)
+    state = _watch_dispatch(state, samples, settings)
+    dispatch = effective_dispatch(settings, state)
+    model, state = _learn(state.capacity, state, samples, intervals, settings, dispatch)
     state = replace(state, capacity=model)
 
     newest = samples[-1]
@@ -762,7 +831,7 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
         def needed(load_rate: float, spread: float = 0.0) -> int:
             extra = backlog / max(horizon, 10.0)
             return replicas_for_queue_time(load_rate + extra, service_s, target_s, settings.miss_budget, int(slots),
-                                           settings.dispatch, model.queue_factor, settings.max_replicas + 1, spread)
+                                           dispatch, model.queue_factor, settings.max_replicas + 1, spread)
 
         if service_s <= 0:
             need_up = need_down = current_replicas if completions == 0 and pending > 0 else \
@@ -787,11 +856,11 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
             rate_spread = settings.rate_confidence * math.sqrt(level_error ** 2 + scatter ** 2 * interval_s / horizon)
             need_up = needed(sizing_rate, rate_spread)
             need_down = max(need_up, needed(expected * (1 + settings.tolerance)))
-            observed = replace(observed, sizing_rate=sizing_rate, rate_spread=rate_spread)
+            observed = replace(observed, sizing_rate=sizing_rate, rate_spread=rate_spread, dispatch=str(dispatch))
             newest_rate = f", {surge_rate:.1f} in the last {settings.surge_window_s:.0f}s" if rose or fell else ""
             reason = (f"{rate:.1f} req/s (trend {trend:+.2f}/s, {forecast:.1f} expected in {horizon:.0f}s{newest_rate}, "
                       f"sized for {sizing_rate:.1f} ± {rate_spread:.1f}) × {service_s * 1000:.0f} ms on {slots:.0f} slots per "
-                      f"replica{_QUEUEING[settings.dispatch]} keeps queue time under {settings.target:.0f} ms")
+                      f"replica{_queueing(dispatch, settings)} keeps queue time under {settings.target:.0f} ms")
         observed = replace(observed, signal_value=queue_ms, needed_replicas=need_up)
     else:
         value, per_replica_target, what = _ratio_signal(settings, rate, pending, ready, newest)

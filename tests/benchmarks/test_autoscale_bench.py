@@ -66,10 +66,25 @@ def test_behind_a_random_split_the_per_replica_model_keeps_the_objective(tmp_pat
     start = bench.PlanPolicy("oracle", counts, setting.startup_s).count_at(0.0)
     told = {dispatch: bench.simulate(load, bench.TriremePolicy(100.0, dispatch), setting.startup_s, start, 0.1,
                                      "random")
-            for dispatch in (Dispatch.POOLED, Dispatch.PER_REPLICA)}
+            for dispatch in Dispatch}
     assert told[Dispatch.PER_REPLICA].attainment >= 0.99
     assert told[Dispatch.POOLED].attainment < 0.95
     assert told[Dispatch.PER_REPLICA].gpu_seconds > told[Dispatch.POOLED].gpu_seconds
+    assert told[Dispatch.AUTO].attainment >= 0.99  # it finds out from the replicas' gauges
+
+
+def test_told_auto_behind_a_gateway_is_told_pooled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Behind a load-aware gateway no request ever waits beside a free slot: ``--tell auto`` gives the very
+    figures of ``pooled``."""
+    trace = write_trace(tmp_path / "t.csv", seconds=400)
+    args = ["bench", "autoscale", "--trace", str(trace), "--settings", "5x-start10", "--seeds", "1", "--workers",
+            "1", "--json"]
+    assert main(args) == 0
+    told_pooled = json.loads(capsys.readouterr().out)
+    assert main(args + ["--tell", "auto"]) == 0
+    told_auto = json.loads(capsys.readouterr().out)
+    assert told_auto["told"] == "auto" and told_pooled["told"] == "match"
+    assert told_auto["policies"] == told_pooled["policies"]
 
 
 def test_oracle_plan_covers_a_burst() -> None:

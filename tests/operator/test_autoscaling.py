@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import kmock
@@ -62,6 +62,8 @@ class FakePrometheus:
 
     pending: dict[str, float] = field(default_factory=dict)
     success: dict[str, float] = field(default_factory=dict)
+    compute_rate: dict[str, float] = field(default_factory=dict)
+    """Compute µs per second per pod: the requests each is running, as Triton's counters show them."""
     down: bool = False
 
     def __call__(self, promql: str, at: float) -> list[dict[str, Any]]:
@@ -70,7 +72,7 @@ class FakePrometheus:
         name = next(n for n, text in queries(PrometheusSettings(), "ns", "svc").items() if text == promql)
         if name == "gpu_utilization":
             return []
-        values = {"pending": self.pending, "success": self.success}.get(name)
+        values = {"pending": self.pending, "success": self.success, "rate:compute_us": self.compute_rate}.get(name)
         pods = self.pending
         return [{"metric": {"pod": p}, "value": [at, str({"age": 1.0}.get(name, (values or {}).get(p, 0.0)))]}
                 for p in pods]
@@ -286,6 +288,28 @@ async def test_a_replica_joining_the_sum_adds_no_phantom_requests(harness: Harne
     assert [s.request_success for s in memory.samples] == [0.0, 10.0, 30.0]
 
 
+async def test_auto_dispatch_says_when_replicas_queue_on_their_own(harness: Harness) -> None:
+    """Samples carry what Triton's gauge leaves out (the requests running, from the compute counters), per replica
+    too; when ``dispatch: auto`` sees requests wait at one replica beside free slots at another, it sizes per
+    replica from then on and posts one Event saying so and how to choose."""
+    harness.cluster.objects[kmock.resource("serving.trireme.io/v1alpha1/inferenceservices"), "ns", "svc"] = \
+        body(signal="queueTime", target=100, maxReplicas=8)
+    seed(harness, pod(0), pod(1))
+    harness.prometheus.pending = {"svc-r0": 5.0, "svc-r1": 0.0}  # 5 waiting at r0 ...
+    harness.prometheus.compute_rate = {"svc-r0": 4e6, "svc-r1": 1e6}  # ... running 4, while r1 runs 1 of 4
+    await harness.step()
+    memory = harness.autoscaler._memory["ns", "svc"]
+    assert memory.samples[-1].pending_requests == 10.0 and memory.samples[-1].replica_pending == (9.0, 1.0)
+    assert memory.state is not None
+    memory.state = replace(memory.state, capacity=replace(memory.state.capacity, slots_per_replica=4.0))
+    for _ in range(4):
+        await harness.step()
+    assert memory.state.seen_per_replica
+    assert harness.reasons().count("PerReplicaQueueing") == 1
+    message = next(m for _, r, m in harness.events if r == "PerReplicaQueueing")
+    assert "in 3 scrapes within 60s" in message and "pooled or perReplica" in message
+
+
 def test_autoscaler_settings_follow_the_spec() -> None:
     spec = InferenceService.from_api(body(signal="queueTime", target=None, latencySLOMilliseconds=250,
                                           behavior={"scaleUp": {"maxChange": 3, "periodSeconds": 20},
@@ -297,7 +321,9 @@ def test_autoscaler_settings_follow_the_spec() -> None:
             settings.scale_up.period_s, settings.scale_up.stabilization_window_s) == (3, 0.0, 20.0, 0.0)
     assert (settings.scale_down.max_change_replicas, settings.scale_down.max_change_percent,
             settings.scale_down.stabilization_window_s) == (1, 25.0, 300.0)
-    assert settings.dispatch is Dispatch.POOLED
+    assert settings.dispatch is Dispatch.AUTO  # the default: pooled until the replicas show otherwise
+    assert autoscaler_settings(InferenceService.from_api(body(dispatch="pooled")).spec.autoscaling).dispatch \
+        is Dispatch.POOLED
     behind_a_service = InferenceService.from_api(body(dispatch="perReplica")).spec.autoscaling
     assert autoscaler_settings(behind_a_service).dispatch is Dispatch.PER_REPLICA
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 import pytest
 from trireme.scheduler.autoscale import (
     AutoscalerSettings, AutoscalerState, Decision, Dispatch, MetricSample, ScaleDownPolicy, Signal,
-    choose_scale_down_victim, decide, replicas_for_queue_time, servers_for_queue_time,
+    choose_scale_down_victim, decide, effective_dispatch, replicas_for_queue_time, servers_for_queue_time,
+    stranded_requests,
 )
 
 SETTINGS = AutoscalerSettings.for_queue_time(100, max_replicas=32, slots_per_replica=4)
@@ -125,6 +126,81 @@ def test_per_replica_dispatch_scales_further_and_learns_shorter_waits() -> None:
         state_split = decide_on(feed.samples, 12, per_replica, state_split).state
     assert state_pooled.capacity.queue_factor >= 0.5 - 1e-9
     assert state_split.capacity.queue_factor < 0.5
+
+
+@pytest.mark.parametrize(("pending", "slots", "expected"), [
+    pytest.param((4, 4, 4), 4, 0, id="all-busy-none-waiting"),
+    pytest.param((6, 6, 6), 4, 0, id="all-waiting-no-free-slot"),
+    pytest.param((1, 2, 0), 4, 0, id="free-slots-none-waiting"),
+    pytest.param((7, 1), 4, 3, id="three-waiting-three-free"),
+    pytest.param((9, 3), 4, 1, id="five-waiting-one-free"),
+    pytest.param((5.5, 2.5, 4), 4, 1.5, id="in-flight-as-means"),
+    pytest.param((), 4, 0, id="no-replicas"),
+])
+def test_stranded_requests(pending: tuple[float, ...], slots: float, expected: float) -> None:
+    assert stranded_requests(pending, slots) == pytest.approx(expected)
+
+
+AUTO = replace(SETTINGS, dispatch=Dispatch.AUTO)
+STRANDED = (7.0, 1.0, 4.0)
+"""Per-replica in-flight requests where three wait at one replica beside three free slots at another."""
+BALANCED = (4.0, 4.0, 4.0)
+
+
+@pytest.mark.parametrize(("pattern", "seen"), [
+    pytest.param([STRANDED] * 3, True, id="three-scrapes-in-a-row"),
+    pytest.param([STRANDED, BALANCED] * 3, True, id="three-within-a-minute"),
+    pytest.param([STRANDED] * 2 + [BALANCED] * 10, False, id="two-are-not-enough"),
+    pytest.param(([STRANDED] + [BALANCED] * 6) * 3, False, id="three-spread-over-two-minutes"),
+    pytest.param([BALANCED] * 12, False, id="a-gateway-never-strands"),
+    pytest.param([None] * 12, False, id="no-per-replica-gauges"),
+])
+def test_auto_dispatch_switches_once_requests_wait_beside_free_slots(pattern: list, seen: bool) -> None:
+    """``auto`` sizes as pooled until the replicas' gauges show requests waiting at one replica while another has
+    a free slot in three scrapes within a minute; then per replica, saying so, with the calibration started
+    over."""
+    feed = Feed()
+    state = decide_on(feed.steady(40.0, 3, steps=13, queue_ms=0.0), 3, AUTO).state
+    state = replace(state, capacity=replace(state.capacity, queue_factor=1.7, queue_evidence=50.0))
+    decision = None
+    for pending in pattern:
+        feed.step(40.0, 3, replica_pending=pending)
+        decision = decide_on(feed.samples, 3, AUTO, state)
+        state = decision.state
+    assert decision is not None and state.seen_per_replica is seen
+    assert effective_dispatch(AUTO, state) is (Dispatch.PER_REPLICA if seen else Dispatch.POOLED)
+    assert decision.observed.dispatch == ("perReplica" if seen else "pooled")
+    assert ("requests were seen waiting at one replica while another had a free slot" in decision.reason) is seen
+    if seen:
+        assert state.capacity.queue_factor == pytest.approx(1.0, abs=0.05)  # the pooled model's error forgotten
+        per_replica = decide_on(feed.samples, 3, replace(SETTINGS, dispatch=Dispatch.PER_REPLICA))
+        assert decision.observed.needed_replicas == per_replica.observed.needed_replicas
+    else:
+        assert decision.observed.needed_replicas == decide_on(feed.samples, 3, SETTINGS, state).observed.needed_replicas
+
+
+def test_auto_dispatch_is_pooled_exactly_until_it_sees_otherwise() -> None:
+    """Without stranded requests ``auto`` decides exactly as ``pooled`` on every step of a ramp."""
+    feed = Feed()
+    auto_state = pooled_state = None
+    for step in range(40):
+        rate = 20.0 + 3.0 * step
+        feed.step(rate, 6, queue_ms=5.0, replica_pending=(rate * SERVICE_S / 6,) * 6)
+        auto = decide_on(feed.samples, 6, AUTO, auto_state)
+        pooled = decide_on(feed.samples, 6, SETTINGS, pooled_state)
+        auto_state, pooled_state = auto.state, pooled.state
+        assert (auto.desired_replicas, auto.reason) == (pooled.desired_replicas, pooled.reason)
+    assert not auto_state.seen_per_replica
+
+
+def test_a_set_dispatch_ignores_the_gauges() -> None:
+    feed = Feed()
+    feed.steady(40.0, 3, steps=13)
+    state = None
+    for _ in range(6):
+        feed.step(40.0, 3, replica_pending=STRANDED)
+        state = decide_on(feed.samples, 3, SETTINGS, state).state
+    assert not state.seen_per_replica and effective_dispatch(SETTINGS, state) is Dispatch.POOLED
 
 
 # -- decisions on good metrics ---------------------------------------------------------------------------------

@@ -36,6 +36,22 @@ def scrape_series(draw: st.DrawFn) -> list[MetricSample]:
 BOUNDS = st.tuples(st.integers(1, 8), st.integers(0, 30)).map(lambda t: (t[0], t[0] + t[1]))
 
 
+@given(samples=scrape_series(), gauges=st.lists(st.lists(GAUGE.filter(lambda g: g is not None), max_size=6),
+                                                 min_size=14, max_size=14),
+       current=st.integers(1, 40))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_auto_dispatch_takes_any_per_replica_gauges(samples: list[MetricSample], gauges: list[list[float]],
+                                                    current: int) -> None:
+    """Whatever the per-replica gauges say (NaN, infinities, negatives, none), ``auto`` decides within the bounds,
+    and only finite, non-negative gauges can make it size per replica."""
+    auto = AutoscalerSettings.for_queue_time(100, max_replicas=32, slots_per_replica=4, dispatch=Dispatch.AUTO)
+    samples = [replace(s, replica_pending=tuple(g)) for s, g in zip(samples, gauges)]
+    decision = decide(samples, samples[-1].time if samples else 0.0, current, auto)
+    assert 1 <= decision.desired_replicas <= 32 or decision.desired_replicas == current
+    if decision.state.seen_per_replica:
+        assert sum(all(math.isfinite(p) and p >= 0 for p in s.replica_pending or ()) for s in samples) >= 3
+
+
 @given(samples=scrape_series(), bounds=BOUNDS, current=st.integers(1, 40), slo=st.floats(1, 5000))
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_never_outside_the_bounds(samples: list[MetricSample], bounds: tuple[int, int], current: int,
