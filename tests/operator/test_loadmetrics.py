@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from trireme.devcluster.prometheus import free_port
 from trireme.devcluster.testing import wait_for
-from trireme.operator.loadmetrics import (COUNTERS, MetricsUnavailable, PrometheusSettings, ServiceLoad,
-                                          prometheus_query, queries, read_gpu_utilization, read_service_load,
-                                          replica_pod_pattern)
+from trireme.operator.loadmetrics import (COUNTERS, MetricsUnavailable, PrometheusSettings, ReplicaLoad,
+                                          ServiceLoad, prometheus_query, queries, read_gpu_utilization,
+                                          read_service_load, replica_pod_pattern)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = PrometheusSettings(url="http://prometheus.test:9090")
@@ -196,3 +196,19 @@ def test_real_prometheus_reports_the_inferences_triton_served(background_cluster
     assert replica.sample_age_s < settings.stale_after_s
     with pytest.raises(MetricsUnavailable, match="has no"):  # a replica Prometheus never saw is an error
         read_service_load(query, settings, namespace, service, ["load-r0", "load-r9"], at=time.time())
+
+
+@pytest.mark.parametrize(("pending", "compute_us_per_s", "in_flight"), [
+    (0.0, 0.0, 0.0),
+    (0.0, 2.5e6, 2.5),   # none waiting, two and a half running on average
+    (5.0, 4e6, 9.0),     # a full replica with a queue
+    (3.0, 0.0, 3.0),     # waiting with nothing computed yet
+], ids=["idle", "running-only", "busy-with-queue", "waiting-only"])
+def test_in_flight_adds_the_requests_running_to_the_pending_count(pending: float, compute_us_per_s: float,
+                                                                   in_flight: float) -> None:
+    """Triton's pending count is only the requests awaiting execution; those running show in the compute
+    counter's rate, so requests in flight are both."""
+    rates = {name: 0.0 for name in COUNTERS} | {"compute_us": compute_us_per_s}
+    replica = ReplicaLoad("x-r0", {name: 0.0 for name in COUNTERS}, rates, pending, 1.0)
+    assert replica.in_flight == pytest.approx(in_flight)
+    assert ServiceLoad(0.0, (replica, replica)).in_flight == pytest.approx(2 * in_flight)
