@@ -14,8 +14,10 @@ Why this shape:
   replicas as one pool of ``replicas × slots`` servers (Triton runs ``slots`` requests at once
   per replica behind a load-aware gateway) and asks the Erlang-C formula for the fewest servers
   that keep the share of requests waiting longer than the target under a small budget; behind a
-  plain Service (``Dispatch.PER_REPLICA``) each replica is its own queue instead. One decision
-  jumps to the count the load needs.
+  plain Service (``Dispatch.PER_REPLICA``) each replica is its own queue instead, and with
+  ``Dispatch.AUTO`` the replicas' own gauges tell which (requests waiting at one replica while
+  another has a free slot never happen behind a load-aware gateway). One decision jumps to the
+  count the load needs.
 * **Learned, not configured.** Service time, concurrency per replica and the replicas' start-up
   delay come from the service's own metrics (:class:`CapacityModel`), as does a correction of
   the queueing formula against the queue time actually observed; the only input a user must
@@ -489,7 +491,7 @@ def mean_wait_s(arrival_rate: float, service_time_s: float, servers: float) -> f
     return _erlang_c(n, load, _erlang_b(n, load)) * service_time_s / (n - load)
 
 
-# -- victims -------------------------------------------------------------------------------------------------
+# -- dispatch ------------------------------------------------------------------------------------------------
 
 
 def stranded_requests(replica_pending: Sequence[float], slots: float) -> float:
@@ -529,6 +531,9 @@ def _watch_dispatch(state: AutoscalerState, samples: Sequence[MetricSample], set
         return replace(state, stranded_at=stranded)
     capacity = replace(state.capacity, queue_factor=1.0, queue_evidence=0.0)
     return replace(state, stranded_at=(), seen_per_replica=True, capacity=capacity)
+
+
+# -- victims -------------------------------------------------------------------------------------------------
 
 
 def choose_scale_down_victim(loads: Mapping[str, float] | Iterable[tuple[str, float]]) -> str:
