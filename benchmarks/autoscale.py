@@ -552,11 +552,10 @@ def run_one(trace: Trace, setting: Setting, seed: int, slo_ms: float, dispatch: 
     oracle = PlanPolicy("oracle", counts, setting.startup_s)
     static = PlanPolicy("static", np.full_like(counts, counts.max()), setting.startup_s)
     initial = oracle.count_at(0.0)
-    # as spec.autoscaling.dispatch says
     told_dispatch = (Dispatch.AUTO if told == "auto" else Dispatch.POOLED if dispatch == "pooled"
-                     else Dispatch.PER_REPLICA)
-    policies: list[Policy] = [TriremePolicy(slo_ms, told_dispatch), HpaPolicy(), KedaPolicy(float(load.service.mean())), static,
-                              oracle]
+                     else Dispatch.PER_REPLICA)  # as spec.autoscaling.dispatch tells the operator
+    policies: list[Policy] = [TriremePolicy(slo_ms, told_dispatch), HpaPolicy(),
+                              KedaPolicy(float(load.service.mean())), static, oracle]
     policies += [PresentPolicy(counts, setting.startup_s, headroom, hold_s) for headroom, hold_s in present]
     out = {}
     for policy in policies:
@@ -620,8 +619,7 @@ def run_benchmark(trace_path: str | Path, settings: Sequence[Setting], seeds: Se
 
 def summarise(results: dict[str, dict[int, dict[str, Outcome]]], slo_ms: float) -> dict:
     """Seed-averaged figures per policy and setting (the ``--json`` document)."""
-    names = list(POLICIES) + [p for by_seed in results.values() for outcomes in by_seed.values() for p in outcomes
-                              if p not in POLICIES]
+    names = [*POLICIES, *(p for by_seed in results.values() for outcomes in by_seed.values() for p in outcomes)]
     policies: dict[str, dict[str, dict[str, float]]] = {p: {} for p in dict.fromkeys(names)}
     for name, by_seed in results.items():
         for policy in policies:
@@ -665,8 +663,8 @@ def table(summary: dict) -> str:
     told = "; trireme finds the dispatch out (auto)" if summary.get("told") == "auto" else ""
     lines = [f"queue-time objective {summary['slo_ms']:g} ms; {summary.get('dispatch', 'pooled')} dispatch{told}; "
              f"means over seeds",
-             f"{'setting':<12} {'policy':<{width}} {'attainment':>10} {'lowest':>7} {'p99 queue ms':>12} {'GPU-s':>9} "
-             f"{'× oracle':>8} {'scale events':>12}"]
+             f"{'setting':<12} {'policy':<{width}} {'attainment':>10} {'lowest':>7} {'p99 queue ms':>12} "
+             f"{'GPU-s':>9} {'× oracle':>8} {'scale events':>12}"]
     for name in summary["settings"]:
         for policy, rows in summary["policies"].items():
             row = rows[name]
