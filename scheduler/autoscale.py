@@ -517,14 +517,15 @@ def _watch_dispatch(state: AutoscalerState, samples: Sequence[MetricSample], set
     over then: what it learned was the pooled model's error."""
     if settings.dispatch is not Dispatch.AUTO or state.seen_per_replica:
         return state
-    slots = settings.slots_per_replica or state.capacity.slots_per_replica
+    learned = state.capacity.slots_per_replica
+    slots = settings.slots_per_replica or (max(1, round(learned)) if learned else None)  # as decide sizes
     if not slots:
         return state
     seen = state.last_sample_time
     stranded = state.stranded_at + tuple(s.time for s in samples
                                          if (seen is None or s.time > seen) and s.replica_pending
                                          and all(_finite(p) and p >= 0 for p in s.replica_pending)
-                                         and stranded_requests(s.replica_pending, round(slots)) >= 1.0)
+                                         and stranded_requests(s.replica_pending, slots) >= 1.0)
     newest = samples[-1].time if samples else 0.0
     stranded = tuple(t for t in stranded if t > newest - settings.stranded_window_s - 1e-6)
     if len(stranded) < settings.stranded_scrapes:

@@ -315,3 +315,34 @@ def test_flapping_load_changes_replicas_at_most_once_per_window(kubectl: Kubectl
     # covers a loaded machine and stays far below the gaps of flapping
     gaps = [later - earlier for (earlier, _, _), (later, _, _) in zip(changes, changes[1:], strict=False)]
     assert all(gap >= WINDOW_S - 1 for gap in gaps), f"two changes within a {WINDOW_S}s window: {gaps} {changes}"
+
+
+STUCK = {"enabled": True, "minReplicas": 2, "maxReplicas": 2, "signal": "queueTime", "target": 100}
+"""Two replicas, the queue-time objective and the default dispatch (``auto``)."""
+
+
+@pytest.mark.timeout(120)
+def test_a_client_stuck_to_one_replica_is_seen_as_per_replica_queueing(kubectl: Kubectl, api_client: Any,
+                                                                       namespace: str, operator: Path,
+                                                                       tmp_path: Path) -> None:
+    """A client whose requests all reach one replica (one keep-alive connection through a plain Service) leaves
+    that replica queueing while the other idles. From Triton's real gauges and counters, through Prometheus, the
+    operator sees requests waiting beside a free slot, sizes each replica as its own queue and says so."""
+    kubectl("apply", "-f", "-", input=manifest(namespace, slow_models(tmp_path), STUCK))
+    service = Service(kubectl, api_client, namespace)
+    wait_for(lambda: service.get().get("status", {}).get("readyReplicas") == 2, timeout=60, interval=0.3,
+             what="two ready replicas")
+    first = wait_for(service.endpoints, timeout=20, interval=0.3, what="an endpoint")[0]
+    load = LoadGenerator(lambda: [first], rate=6.0, timeout_s=30.0)  # one replica serves 5 per second
+    load.start()
+    try:
+        event = wait_for(lambda: next((e for e in service.events() if e["reason"] == "PerReplicaQueueing"), None),
+                         timeout=60, interval=0.5, what="the PerReplicaQueueing Event")
+    finally:
+        load.stop()
+    assert "free slot" in event["message"] and "pooled or perReplica" in event["message"]
+    reason = wait_for(lambda: (r := (service.get()["status"].get("autoscaler") or {}).get("reason", ""))
+                      and "each replica queueing on its own" in r and r, timeout=10, interval=0.3,
+                      what="the autoscaler's reason naming per-replica queueing")
+    assert "requests were seen waiting at one replica while another had a free slot" in reason
+    assert load.snapshot().failed == 0, load.snapshot().last_error

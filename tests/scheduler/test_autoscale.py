@@ -193,6 +193,21 @@ def test_auto_dispatch_is_pooled_exactly_until_it_sees_otherwise() -> None:
     assert not auto_state.seen_per_replica
 
 
+@pytest.mark.parametrize(("learned", "seen"), [(None, False), (0.5, True), (1.0, True), (4.0, False)],
+                         ids=["unknown-slots-no-judgement", "half-a-slot-counts-as-one", "one-slot", "four-slots"])
+def test_auto_dispatch_judges_with_the_slots_decide_sizes_for(learned: float | None, seen: bool) -> None:
+    """Without the slots in the settings, the learned concurrency judges, rounded as sizing rounds it (at least
+    one): behind a split, busy ÷ ready learns less than a replica's slots, as some replicas idle."""
+    learning = replace(AUTO, slots_per_replica=None)
+    feed = Feed()
+    state = decide_on(feed.steady(10.0, 2, steps=13), 2, learning).state
+    state = replace(state, capacity=replace(state.capacity, slots_per_replica=learned))
+    for _ in range(3):
+        feed.step(10.0, 2, replica_pending=(3.0, 0.0))  # two waiting at one replica while the other idles
+        state = decide_on(feed.samples, 2, learning, state).state
+    assert state.seen_per_replica is seen
+
+
 def test_a_set_dispatch_ignores_the_gauges() -> None:
     feed = Feed()
     feed.steady(40.0, 3, steps=13)
