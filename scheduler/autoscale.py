@@ -517,8 +517,7 @@ def _watch_dispatch(state: AutoscalerState, samples: Sequence[MetricSample], set
     over then: what it learned was the pooled model's error."""
     if settings.dispatch is not Dispatch.AUTO or state.seen_per_replica:
         return state
-    learned = state.capacity.slots_per_replica
-    slots = settings.slots_per_replica or (max(1, round(learned)) if learned else None)  # as decide sizes
+    slots = _sizing_slots(settings, state.capacity)
     if not slots:
         return state
     seen = state.last_sample_time
@@ -532,6 +531,15 @@ def _watch_dispatch(state: AutoscalerState, samples: Sequence[MetricSample], set
         return replace(state, stranded_at=stranded)
     capacity = replace(state.capacity, queue_factor=1.0, queue_evidence=0.0)
     return replace(state, stranded_at=(), seen_per_replica=True, capacity=capacity)
+
+
+def _sizing_slots(settings: AutoscalerSettings, model: CapacityModel) -> float | None:
+    """Slots per replica the queueing model sizes for: the configured count, else the learned concurrency
+    rounded to at least one; None while neither is known."""
+    if settings.slots_per_replica:
+        return float(settings.slots_per_replica)
+    learned = model.slots_per_replica
+    return float(max(1, round(learned))) if learned else None
 
 
 # -- victims -------------------------------------------------------------------------------------------------
@@ -816,7 +824,7 @@ def decide(samples: Sequence[MetricSample], now: float, current_replicas: int, s
     ready = float(newest.ready_replicas)  # type: ignore[arg-type]
     starting = float(newest.starting_replicas)  # type: ignore[arg-type]
     pending = float(newest.pending_requests)  # type: ignore[arg-type]
-    slots = float(settings.slots_per_replica or max(1, round(model.slots_per_replica or 1)))
+    slots = _sizing_slots(settings, model) or 1.0
     startup = model.startup_delay_s if model.startup_delay_s is not None else settings.startup_delay_prior_s
     horizon = startup + settings.decision_lag_s
     # The level lags the newest sample by half its window; the forecast looks ahead over the horizon, but no
